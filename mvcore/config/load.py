@@ -1,0 +1,203 @@
+"""Reading a config: YAML -> overrides -> interpolation -> pydantic (pass 1) -> plugins (pass 2).
+
+Errors are ``ConfigError`` with one line per problem: the key path, the bad value and what is
+allowed (with the nearest key for a typo).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mvcore.config.schema import MvConfig
+from mvcore.errors import ConfigError, UnknownComponentError
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping top level is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open() as handle:
+            raw = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML: 200, 1e-3, [1,2], null)."""
+    result = copy.deepcopy(raw)
+    for override in overrides or []:
+        key, sep, text = override.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {override!r}: expected key.path=value")
+        value = yaml.safe_load(text) if text.strip() else None
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {override!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _lookup(raw: dict[str, Any], dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"interpolation ${{{dotted}}}: key {dotted!r} does not exist")
+        node = node[part]
+    return node
+
+
+def _interpolate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Resolve OmegaConf-style ``${section.key}`` references (Lightning Pose configs use them)."""
+
+    def resolve(value: Any, depth: int = 0) -> Any:
+        if depth > 10:
+            raise ConfigError("config interpolation is circular")
+        if isinstance(value, dict):
+            return {k: resolve(v, depth) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, depth) for v in value]
+        if isinstance(value, str) and "${" in value:
+            if value.startswith("${now:"):
+                return value  # hydra run-dir templates; unused by mvcore
+            whole = _INTERPOLATION.fullmatch(value)
+            if whole:
+                return resolve(_lookup(raw, whole.group(1)), depth + 1)
+            return _INTERPOLATION.sub(
+                lambda m: str(resolve(_lookup(raw, m.group(1)), depth + 1)), value
+            )
+        return value
+
+    return resolve(raw)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the model found by walking ``loc`` (None when it leaves the models)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def format_validation_error(
+    error: ValidationError, model: type[BaseModel], prefix: str = "", source: str | None = None
+) -> str:
+    """One readable line per pydantic error: key path, value and what is allowed."""
+    lines = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
+        value = item.get("input")
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1]) or []
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+            msg = f"{path}: unknown key"
+            if hint:
+                msg += f"; did you mean {'.'.join([*path.split('.')[:-1], hint[0]])!r}?"
+            if allowed:
+                msg += f" (allowed here: {', '.join(allowed)})"
+        else:
+            shown = repr(value) if not isinstance(value, dict) else "{...}"
+            msg = f"{path}: {item['msg']} (got {shown})"
+        lines.append(msg)
+    head = f"invalid config{f' {source}' if source else ''}:"
+    return "\n".join([head, *("  " + line for line in lines)])
+
+
+def parse_config(raw: dict[str, Any], source: str | None = None) -> MvConfig:
+    """Pass 1: validate the shape of the config."""
+    raw = _interpolate(raw)
+    try:
+        return MvConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, MvConfig, source=source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> MvConfig:
+    """Read and shape-check a config file; ``overrides`` are ``key.path=value`` strings."""
+    path = Path(path)
+    raw = apply_overrides(load_yaml(path), overrides)
+    config = parse_config(raw, source=str(path))
+    config.config_dir = str(path.resolve().parent)
+    return config
+
+
+def validate_components(config: MvConfig, components: Any) -> list[str]:
+    """Pass 2: check every named loss, augmenter and backbone against the installed plugins
+    and validate their parameters with their own Params models.
+
+    Returns the names of the active losses. Raises ConfigError listing every problem found.
+    """
+    from mvcore.losses.factory import active_loss_names
+
+    problems: list[str] = []
+    try:
+        names = active_loss_names(config, components.losses)
+    except (UnknownComponentError, ConfigError) as exc:
+        problems.append(str(exc))
+        names = []
+    for name in names:
+        cls = components.losses.get(name, key_path=f"losses.{name}")
+        params = config.losses.get(name) or {}
+        try:
+            cls.Params.model_validate(params)
+        except ValidationError as exc:
+            problems.append(format_validation_error(exc, cls.Params, prefix=f"losses.{name}"))
+    try:
+        backbone = components.backbones.get(config.model.model_type, key_path="model.model_type")
+        backbone.validate_config(config)
+    except (UnknownComponentError, ConfigError) as exc:
+        problems.append(str(exc))
+    except ValidationError as exc:
+        problems.append(
+            format_validation_error(exc, backbone.Params, prefix="model.backbone_params")
+        )
+    from mvcore.augment.base import selected_augmenters
+
+    try:
+        for name, key_path in selected_augmenters(config, components.augmenters):
+            cls = components.augmenters.get(name, key_path=key_path)
+            params = config.training.augmentation_params.get(name, {})
+            try:
+                cls.Params.model_validate(params)
+            except ValidationError as exc:
+                problems.append(
+                    format_validation_error(
+                        exc, cls.Params, prefix=f"training.augmentation_params.{name}"
+                    )
+                )
+    except (UnknownComponentError, ConfigError) as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return names

@@ -1,0 +1,1 @@
+"""Multi-view project data: label CSVs, images, bounding boxes, heatmaps, datasets."""

@@ -1,0 +1,125 @@
+"""Heatmap targets and sub-pixel keypoint read-out, with one pixel convention throughout.
+
+Convention: pixel ``i`` is centred at coordinate ``i`` (it spans ``[i - 0.5, i + 0.5]``), in the
+model image and in the heatmap alike. A heatmap downsampled by ``s = 2**downsample_factor``
+has pixel ``j`` centred at model coordinate ``j * s + (s - 1) / 2``. ``render_heatmaps`` and
+``heatmap_to_keypoints`` both use this mapping, so rendering a point and reading it back
+returns the point with no half-pixel bias at any downsample factor (Lightning Pose's read-out
+has a one-pixel bias at downsample factor 3).
+
+Read-out: the peak of a Gaussian is found exactly by fitting a parabola to the log of the
+heatmap at the arg-max and its two neighbours along each axis (the log of a Gaussian is a
+parabola), which is differentiable with respect to the three heatmap values per axis.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# visibility codes (Lightning Pose): 0 occluded -> zero map, 1 unlabelled but in view ->
+# uniform map, 2 labelled -> Gaussian
+VIS_OCCLUDED, VIS_UNIFORM, VIS_LABELED = 0, 1, 2
+
+
+def model_to_heatmap_coords(xy: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+    """Model-pixel ``(..., 2)`` -> heatmap-pixel coordinates; ``scale = (sx, sy)``."""
+    s = xy.new_tensor(scale)
+    return (xy - (s - 1.0) / 2.0) / s
+
+
+def heatmap_to_model_coords(xy: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+    """Heatmap-pixel ``(..., 2)`` -> model-pixel coordinates (inverse of the above)."""
+    s = xy.new_tensor(scale)
+    return xy * s + (s - 1.0) / 2.0
+
+
+def render_heatmaps(
+    keypoints: torch.Tensor,
+    image_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    sigma: float = 1.25,
+    visibility: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Gaussian heatmaps that each sum to 1, differentiable in ``keypoints``.
+
+    Args:
+        keypoints: ``(..., 2)`` x, y in model pixels; NaN = unlabelled.
+        image_size: model input ``(H, W)``.
+        heatmap_size: ``(h, w)``.
+        sigma: Gaussian width in heatmap pixels.
+        visibility: ``(...)`` codes 0/1/2 (see module constants); None means "labelled if
+            finite". Code 1 gives a uniform map ``1 / (h * w)``; code 0, NaN and points more
+            than one heatmap pixel outside the map give an all-zero map (= no label).
+
+    Returns:
+        ``(..., h, w)`` heatmaps.
+    """
+    height, width = image_size
+    h, w = heatmap_size
+    scale = (width / w, height / h)
+    finite = torch.isfinite(keypoints).all(dim=-1)
+    safe = torch.where(finite[..., None], keypoints, torch.zeros_like(keypoints))
+    xy = model_to_heatmap_coords(safe, scale)
+    inside = (
+        (xy[..., 0] >= -1) & (xy[..., 0] <= w) & (xy[..., 1] >= -1) & (xy[..., 1] <= h)
+    )
+    xs = torch.arange(w, dtype=keypoints.dtype, device=keypoints.device)
+    ys = torch.arange(h, dtype=keypoints.dtype, device=keypoints.device)
+    gx = torch.exp(-((xs - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., w)
+    gy = torch.exp(-((ys - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., h)
+    maps = gy[..., :, None] * gx[..., None, :]
+    total = maps.sum(dim=(-2, -1), keepdim=True)
+    maps = maps / total.clamp_min(torch.finfo(maps.dtype).tiny)
+    labeled = finite & inside
+    if visibility is not None:
+        labeled = labeled & (visibility == VIS_LABELED)
+    maps = torch.where(labeled[..., None, None], maps, torch.zeros_like(maps))
+    if visibility is not None:
+        uniform = (visibility == VIS_UNIFORM)[..., None, None]
+        maps = torch.where(uniform, torch.full_like(maps, 1.0 / (h * w)), maps)
+    return maps
+
+
+def heatmap_to_keypoints(
+    heatmaps: torch.Tensor, image_size: tuple[int, int], window: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel keypoints and confidences from heatmaps.
+
+    Args:
+        heatmaps: ``(..., h, w)`` non-negative maps (a spatial softmax or Gaussian targets).
+        image_size: model input ``(H, W)``; keypoints are returned in model pixels.
+        window: side of the square around the peak whose mass is the confidence.
+
+    Returns:
+        keypoints ``(..., 2)`` model pixels and confidences ``(...)`` in [0, 1] (for maps that
+        sum to 1).
+    """
+    *lead, h, w = heatmaps.shape
+    height, width = image_size
+    flat = heatmaps.reshape(-1, h, w)
+    n = flat.shape[0]
+    peak = flat.reshape(n, -1).argmax(dim=-1)
+    iy, ix = peak // w, peak % w
+    padded = F.pad(flat[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]
+    rows = torch.arange(n, device=flat.device)
+    tiny = torch.finfo(flat.dtype).tiny
+
+    def log_at(dy: int, dx: int) -> torch.Tensor:
+        return torch.log(padded[rows, iy + 1 + dy, ix + 1 + dx].clamp_min(tiny))
+
+    centre = log_at(0, 0)
+    offsets = []
+    for minus, plus in ((log_at(0, -1), log_at(0, 1)), (log_at(-1, 0), log_at(1, 0))):
+        curvature = minus - 2 * centre + plus
+        ok = curvature < -1e-12
+        safe_curvature = torch.where(ok, curvature, -torch.ones_like(curvature))
+        offset = torch.where(ok, (minus - plus) / (2 * safe_curvature), torch.zeros_like(centre))
+        offsets.append(offset.clamp(-0.5, 0.5))
+    xy_heatmap = torch.stack([ix.to(flat.dtype) + offsets[0], iy.to(flat.dtype) + offsets[1]], -1)
+    keypoints = heatmap_to_model_coords(xy_heatmap, (width / w, height / h))
+    mass = F.avg_pool2d(
+        flat[:, None], window, stride=1, padding=window // 2, count_include_pad=True
+    )[:, 0] * (window * window)
+    confidences = mass[rows, iy, ix].clamp(0.0, 1.0)
+    return keypoints.reshape(*lead, 2), confidences.reshape(*lead)

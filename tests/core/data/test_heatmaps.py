@@ -1,0 +1,47 @@
+"""Heatmap rendering and read-out share one pixel convention: no bias at any downsample."""
+
+import pytest
+import torch
+
+from mvcore.data.heatmaps import heatmap_to_keypoints, render_heatmaps
+
+
+@pytest.mark.parametrize("downsample_factor", [0, 1, 2, 3])
+def test_render_then_read_out_returns_the_point(downsample_factor):
+    generator = torch.Generator().manual_seed(0)
+    size = 128
+    h = size // 2**downsample_factor
+    points = 10 + torch.rand(50, 2, generator=generator, dtype=torch.float64) * (size - 20)
+    maps = render_heatmaps(points, (size, size), (h, h), sigma=1.25)
+    recovered, confidence = heatmap_to_keypoints(maps, (size, size))
+    assert torch.allclose(recovered, points, atol=1e-6)
+    assert (confidence > 0.75).all()  # 5x5 window holds 0.8-0.91 of a sigma-1.25 blob
+
+
+def test_maps_sum_to_one_and_unlabelled_rules():
+    points = torch.tensor([[20.0, 30.0], [float("nan"), 5.0], [500.0, 5.0], [8.0, 8.0]])
+    visibility = torch.tensor([2, 2, 2, 1])
+    maps = render_heatmaps(points, (64, 64), (16, 16), visibility=visibility)
+    sums = maps.sum(dim=(-2, -1))
+    assert torch.allclose(sums, torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    assert torch.allclose(maps[3], torch.full((16, 16), 1 / 256))
+    occluded = render_heatmaps(points[:1], (64, 64), (16, 16), visibility=torch.tensor([0]))
+    assert occluded.abs().sum() == 0
+
+
+def test_rendering_is_differentiable_without_nan_gradients():
+    points = torch.tensor([[20.0, 30.0], [float("nan"), 5.0]], requires_grad=True)
+    target = render_heatmaps(torch.tensor([[21.0, 30.0], [3.0, 3.0]]), (64, 64), (16, 16))
+    loss = ((render_heatmaps(points, (64, 64), (16, 16)) - target) ** 2).sum()
+    loss.backward()
+    assert torch.isfinite(points.grad).all()
+    assert points.grad[0].abs().sum() > 0
+    assert points.grad[1].abs().sum() == 0
+
+
+def test_read_out_gradient_reaches_the_heatmap():
+    maps = render_heatmaps(torch.tensor([[20.3, 30.6]]), (64, 64), (16, 16))
+    maps = maps.clone().requires_grad_(True)
+    keypoints, _ = heatmap_to_keypoints(maps, (64, 64))
+    keypoints.sum().backward()
+    assert torch.isfinite(maps.grad).all() and maps.grad.abs().sum() > 0
