@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class MvcoreError(Exception):
-    """Base class of every error mvcore raises on purpose (the CLI prints these without traceback)."""
+    """Base class of the errors mvcore raises on purpose (the CLI prints them, no traceback)."""
 
 
 class ConfigError(MvcoreError, ValueError):

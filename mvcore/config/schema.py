@@ -24,7 +24,7 @@ class ImageResizeDims(_Strict):
     @classmethod
     def _positive_multiple_of_16(cls, value: int) -> int:
         if value <= 0 or value % 16:
-            raise ValueError(f"must be a positive multiple of 16 (the ViT patch size), got {value}")
+            raise ValueError(f"must be a positive multiple of 16 (ViT patch size), got {value}")
         return value
 
 

@@ -128,7 +128,8 @@ class Loss(nn.Module):
         """Mean or sum over all elements. An empty tensor reduces to a zero that keeps the graph
         (the public implementation returns NaN there)."""
         if method not in self.reduce_methods_dict:
-            raise KeyError(f"reduce method {method!r} is not one of {sorted(self.reduce_methods_dict)}")
+            allowed = sorted(self.reduce_methods_dict)
+            raise KeyError(f"reduce method {method!r} is not one of {allowed}")
         if loss.numel() == 0:
             return loss.sum() * 0.0
         return self.reduce_methods_dict[method](loss)

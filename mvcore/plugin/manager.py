@@ -84,7 +84,8 @@ class PluginManager:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
-        if os.environ.get(ENV_TRACE, "").strip() in {"1", "true", "yes"}:
+        self.trace = os.environ.get(ENV_TRACE, "").strip().lower() in {"1", "true", "yes"}
+        if self.trace:
             self._enable_tracing()
 
     # ------------------------------------------------------------------ loading
@@ -117,7 +118,7 @@ class PluginManager:
             if not isinstance(caller, pluggy.HookCaller) or caller.has_spec():
                 continue
             for impl in caller.get_hookimpls():
-                if impl.plugin is plugin and not impl.hookimpl_opts.get("optionalhook"):
+                if impl.plugin is plugin and not impl.opts.get("optionalhook"):
                     known = ", ".join(sorted(h for h in _hookspec_names()))
                     raise pluggy.PluginValidationError(
                         plugin,
@@ -154,7 +155,7 @@ class PluginManager:
         if only:
             for wanted in only:
                 if wanted not in seen:
-                    self._record_error(wanted, None, "not installed (named in MVCORE_LOAD_PLUGINS)")
+                    self._record_error(wanted, None, f"not installed (named in {ENV_LOAD})")
 
     def _record_error(self, name: str, version: str | None, message: str) -> None:
         self.info[name] = PluginInfo(name=name, version=version, error=message)
@@ -184,6 +185,8 @@ class PluginManager:
             name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
             info = self.info.get(name)
             scoped = registry.scoped(name, info.version if info else None)
+            if self.trace:
+                print(f"[mvcore hook] {hook_name} -> {name}", file=sys.stderr)
             impl.function(**{arg: scoped for arg in impl.argnames})
             if info is not None:
                 names = [n for n, e in registry._entries.items() if e.provider == name]

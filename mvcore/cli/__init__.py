@@ -1,0 +1,1 @@
+"""The ``mvcore`` command line."""

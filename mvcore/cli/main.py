@@ -1,0 +1,67 @@
+"""Entry point of the ``mvcore`` command.
+
+argparse (standard library) rather than click: no extra dependency, fast start-up, and plugins
+add commands by receiving the sub-parsers object through ``mvcore_add_cli_commands``.
+``mvcore --help``, ``--version`` and ``mvcore plugins`` never fail because of a broken plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from mvcore import __version__
+from mvcore.cli.commands import config_cmd, example_cmd, plugins_cmd, train_cmd, triangulate_cmd
+from mvcore.errors import MvcoreError
+
+CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, example_cmd, triangulate_cmd)
+
+
+def build_parser(with_plugin_commands: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mvcore",
+        description="Multi-view pose estimation: train, predict and triangulate with plugins.",
+    )
+    parser.add_argument("--version", action="version", version=f"mvcore {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in CORE_COMMANDS:
+        module.register(subparsers)
+    if with_plugin_commands:
+        _add_plugin_commands(subparsers)
+    return parser
+
+
+def _add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Let plugins add commands; a failing plugin is reported, never fatal here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from mvcore.plugin.manager import get_plugin_manager
+
+            manager = get_plugin_manager(load_entrypoints=True)
+            manager.pm.hook.mvcore_add_cli_commands(subparsers=subparsers)
+    except Exception as exc:  # noqa: BLE001 - the CLI must stay usable
+        print(f"warning: plugin commands unavailable: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_help_only = not argv or argv[0] in {"-h", "--help", "--version"}
+    parser = build_parser(with_plugin_commands=not wants_help_only or "--help" in argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MvcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Config pass 1: LP configs and the seeds' snippets load; errors name the key path."""
+
+import textwrap
+
+import pytest
+import yaml
+
+from mvcore.config import load_config
+from mvcore.config.load import apply_overrides, parse_config
+from mvcore.errors import ConfigError
+
+LP_MULTIVIEW = textwrap.dedent("""
+    data:
+      image_resize_dims: {height: 256, width: 256}
+      data_dir: /replace/with/your/path
+      video_dir: /replace/with/your/path
+      csv_file: [CollectedData_cam0.csv, CollectedData_cam1.csv]
+      bbox_file: [bboxes_cam0.csv, bboxes_cam1.csv]
+      view_names: [cam0, cam1]
+      num_keypoints: null
+      keypoint_names: null
+      mirrored_column_matches: null
+      columns_for_singleview_pca: null
+    training:
+      imgaug: dlc
+      imgaug_3d: true
+      imgaug_hflip: false
+      train_batch_size: 16
+      val_batch_size: 32
+      test_batch_size: 32
+      train_prob: 0.95
+      val_prob: 0.05
+      train_frames: 1
+      num_gpus: 1
+      unfreezing_epoch: 20
+      min_epochs: 300
+      max_epochs: 300
+      log_every_n_steps: 10
+      check_val_every_n_epoch: 5
+      ckpt_every_n_epochs: null
+      early_stopping: false
+      early_stop_patience: 3
+      rng_seed_data_pt: 0
+      rng_seed_model_pt: 0
+      optimizer: Adam
+      optimizer_params: {learning_rate: 5.0e-5}
+      lr_scheduler: multisteplr
+      lr_scheduler_params:
+        multisteplr: {milestones: [150, 200, 250], gamma: 0.5}
+      uniform_heatmaps_for_nan_keypoints: true
+      patch_mask: {init_epoch: 40, final_epoch: 300, init_ratio: 0.0, final_ratio: 0.5}
+    model:
+      losses_to_use: []
+      backbone: vits_dino
+      model_type: heatmap_multiview_transformer
+      heatmap_loss_type: mse
+      model_name: test
+      checkpoint: null
+    dali:
+      base: {train: {sequence_length: 32}, predict: {sequence_length: 96}}
+    losses:
+      pca_multiview: {log_weight: 11.0, components_to_keep: 3, epsilon: null}
+      pca_singleview: {log_weight: 11.0, components_to_keep: 0.99, epsilon: null}
+      temporal: {log_weight: 11.0, epsilon: 20.0, prob_threshold: 0.05}
+      supervised_reprojection_heatmap_mse: {log_weight: 3.0}
+    eval:
+      predict_vids_after_training: true
+      test_videos_directory: ${data.video_dir}
+      save_vids_after_training: false
+      colormap: cool
+      confidence_thresh_for_vid: 0.90
+    callbacks:
+      anneal_weight:
+        attr_name: total_unsupervised_importance
+        init_val: 0.0
+        increase_factor: 0.01
+        final_val: 1.0
+        freeze_until_epoch: 60
+    hydra:
+      run: {dir: "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"}
+""")
+
+
+def test_lightning_pose_multiview_config_loads_unchanged(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(LP_MULTIVIEW)
+    config = load_config(path)
+    assert config.training.patch_mask.final_ratio == 0.5
+    assert config.callbacks.anneal_weight.freeze_until_epoch == 60
+    assert config.eval.test_videos_directory == "/replace/with/your/path"  # interpolated
+    assert config.losses["supervised_reprojection_heatmap_mse"] == {"log_weight": 3.0}
+    assert config.config_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize("snippet", [
+    "model:\n    backbone: vits_dino\n    model_type: heatmap_multiview_transformer\n",
+    "training:\n    patch_mask:\n        init_epoch: 40     # epoch to start patch masking\n"
+    "        final_epoch: 300   # epoch when patch masking reaches maximum\n"
+    "        init_ratio: 0.0    # initial masking ratio\n"
+    "        final_ratio: 0.5   # final masking ratio\n",
+    "training:\n    imgaug: dlc\n    imgaug_3d: true\n",
+    "losses:\n    supervised_pairwise_projections:\n        log_weight: 0.5\n",
+    "losses:\n    supervised_reprojection_heatmap_mse:\n        log_weight: 0.5\n",
+    "losses:\n    supervised_reprojection_heatmap_mse:\n        log_weight: 3.0\n",
+    "losses:\n    supervised_reprojection_heatmap_mse:\n        log_weight: null\n",
+    "callbacks:\n    anneal_weight:\n        attr_name: total_unsupervised_importance\n"
+    "        init_val: 0.0\n        increase_factor: 0.01\n        final_val: 1.0\n"
+    "        freeze_until_epoch: 60\n",
+])
+def test_seed_snippets_are_valid_verbatim(snippet):
+    parse_config(yaml.safe_load(snippet))
+
+
+def test_unknown_key_names_path_and_nearest_key():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"training": {"patch_mask": {"final_ration": 0.5}}})
+    message = str(info.value)
+    assert "training.patch_mask.final_ration: unknown key" in message
+    assert "did you mean 'training.patch_mask.final_ratio'?" in message
+
+
+def test_bad_value_names_path_value_and_rule():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"training": {"patch_mask": {"final_ratio": 1.5}}})
+    assert "training.patch_mask.final_ratio" in str(info.value)
+    assert "[0, 1)" in str(info.value) and "1.5" in str(info.value)
+    with pytest.raises(ConfigError, match="data.downsample_factor"):
+        parse_config({"data": {"downsample_factor": 4}})
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="one label CSV per view"):
+        parse_config({"data": {"view_names": ["a", "b"], "csv_file": ["x.csv"]}})
+    with pytest.raises(ConfigError, match="train_prob"):
+        parse_config({"training": {"train_prob": 0.9, "val_prob": 0.2}})
+    with pytest.raises(ConfigError, match="single view"):
+        parse_config({"data": {"view_names": ["a"]}})
+
+
+def test_overrides_parse_yaml_values_and_create_sections():
+    raw = apply_overrides({"training": {"max_steps": None}},
+                          ["training.max_steps=200", "training.patch_mask.final_ratio=0.3",
+                           "model.losses_to_use=[temporal]"])
+    assert raw["training"]["max_steps"] == 200
+    assert raw["training"]["patch_mask"] == {"final_ratio": 0.3}
+    assert raw["model"]["losses_to_use"] == ["temporal"]
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["no_equals_sign"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

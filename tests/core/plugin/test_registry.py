@@ -1,0 +1,49 @@
+"""Registries: provenance, lazy targets, did-you-mean, type checks."""
+
+import pytest
+from fake_plugins import BoneLengthLoss, LazyPlugin, NotALossPlugin
+
+from mvcore.errors import UnknownComponentError
+from mvcore.losses.base import Loss
+from mvcore.plugin.manager import get_plugin_manager
+from mvcore.plugin.registry import Registry
+
+
+def test_unknown_name_suggests_the_nearest_and_lists_installed_by_provider():
+    registry = Registry("loss", base=Loss, name_attr="loss_name")
+    registry.scoped("mv-losses", "0.1.0").add(BoneLengthLoss)
+    registry.scoped("mv-losses", "0.1.0").add(BoneLengthLoss, name="heatmap_mse")
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("heatmap_mes", key_path="losses.heatmap_mes")
+    message = str(info.value)
+    assert message.startswith("losses.heatmap_mes: unknown loss 'heatmap_mes'")
+    assert "Did you mean 'heatmap_mse'?" in message
+    assert "mv-losses: acme_bone_length, heatmap_mse" in message
+
+
+def test_empty_registry_says_what_to_install():
+    registry = Registry("loss")
+    with pytest.raises(UnknownComponentError, match="pip install mv-losses"):
+        registry.get("heatmap_mse")
+
+
+def test_lazy_targets_import_on_first_use():
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(LazyPlugin(), name="lazy")
+    registry = manager.build_registry("loss", base=Loss, name_attr="loss_name")
+    entry = registry.entry("lazy_bone")
+    assert isinstance(entry.target, str) and entry._resolved is None
+    assert registry.get("lazy_bone").__name__ == "BoneLengthLoss"
+
+
+def test_wrong_type_is_rejected_at_registration():
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(NotALossPlugin(), name="bad")
+    with pytest.raises(TypeError, match="not a subclass of mvcore.losses.base.Loss"):
+        manager.build_registry("loss", base=Loss, name_attr="loss_name")
+
+
+def test_lazy_target_without_name_is_an_error():
+    registry = Registry("loss", base=Loss)
+    with pytest.raises(ValueError, match="needs name"):
+        registry.scoped("x").add("pkg.mod:Cls")

@@ -1,0 +1,75 @@
+"""Test-only plugins: plain objects with hook implementations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mvcore import hookimpl
+from mvcore.losses.base import Loss, LossParams
+
+
+class BoneParams(LossParams):
+    bones: list[tuple[int, int]] = [(0, 1)]
+
+
+class BoneLengthLoss(Loss):
+    """Variance of bone lengths over the batch (a third-party style loss)."""
+
+    loss_name = "acme_bone_length"
+    Params = BoneParams
+    supervised = False
+
+    def __init__(self, bones=((0, 1),), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer("bones", torch.as_tensor(bones, dtype=torch.long))
+
+    def forward(self, *, keypoints_pred: torch.Tensor, stage=None, **kwargs: Any):
+        points = keypoints_pred.reshape(keypoints_pred.shape[0], -1, 2)
+        lengths = (points[:, self.bones[:, 0]] - points[:, self.bones[:, 1]]).norm(dim=-1)
+        scalar = self.reduce_loss(lengths.var(dim=0))
+        return self.weight * scalar, self.log_loss(scalar, stage)
+
+
+class NeedsMagicLoss(Loss):
+    loss_name = "needs_magic"
+
+    def forward(self, *, magic_input, stage=None, **kwargs):  # pragma: no cover - never run
+        raise AssertionError
+
+
+class AcmePlugin:
+    @hookimpl
+    def mvcore_register_losses(self, registry):
+        registry.add(BoneLengthLoss)
+
+
+class LazyPlugin:
+    @hookimpl
+    def mvcore_register_losses(self, registry):
+        registry.add(f"{__name__}:BoneLengthLoss", name="lazy_bone")
+
+
+class CopycatPlugin:
+    @hookimpl
+    def mvcore_register_losses(self, registry):
+        registry.add(BoneLengthLoss)  # same name as AcmePlugin
+
+
+class TypoPlugin:
+    @hookimpl
+    def mvcore_register_loses(self, registry):  # typo: no such hook
+        registry.add(BoneLengthLoss)
+
+
+class WrongArgPlugin:
+    @hookimpl
+    def mvcore_register_losses(self, registry, surprise):  # argument the spec lacks
+        pass
+
+
+class NotALossPlugin:
+    @hookimpl
+    def mvcore_register_losses(self, registry):
+        registry.add(dict, name="not_a_loss")
