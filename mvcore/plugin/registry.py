@@ -16,6 +16,9 @@ from typing import Any
 
 from mvcore.errors import DuplicateComponentError, UnknownComponentError
 
+#: the distribution of mvcore's own plugins per kind, for install hints
+_OUR_PROVIDERS = {"loss": "mv-losses", "augmenter": "mv-aug3d", "backbone": "mv-vit"}
+
 
 @dataclass
 class RegistryEntry:
@@ -138,10 +141,9 @@ class Registry:
             for provider, names in grouped.items():
                 lines.append(f"  {provider}: {', '.join(names)}")
         else:
-            lines.append(
-                f"No {self.kind} is installed. Install a plugin that provides one "
-                "(for losses: pip install mv-losses)."
-            )
+            provider = _OUR_PROVIDERS.get(self.kind)
+            hint = f" (mvcore's own: pip install {provider})" if provider else ""
+            lines.append(f"No {self.kind} is installed. Install a plugin that provides one{hint}.")
         if self.load_errors:
             lines.append("These plugins failed to load and may be the cause:")
             for provider, error in self.load_errors.items():
