@@ -1,0 +1,272 @@
+"""Benchmark batched DLT triangulation against a naive per-point loop; mouse4cam figures.
+
+Run from the repo root: ``python bench/bench_triangulation.py [--runs 30]``. Prints the median
+wall time of one batched ``triangulate`` call (forward, and forward + backward), of
+``triangulate_pairs``, and of naive Python loops that solve one small SVD per (frame, keypoint)
+(and per pair), with the speed-up ratios. Then, if ``../shared/data/mouse4cam`` exists, the
+per-view median reprojection errors of DLT (and of ``refine_points``) on that real data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mvcore.geometry import (
+    load_calibration,
+    project_points,
+    refine_points,
+    reprojection_error,
+    rodrigues_to_matrix,
+    triangulate,
+    triangulate_pairs,
+    undistort_points,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MOUSE4CAM = ROOT / ".." / "shared" / "data" / "mouse4cam"
+
+
+def make_problem(b: int, v: int, k: int, dtype: torch.dtype, seed: int = 0) -> tuple:
+    """Random rig ~6 units from the origin, noisy projected points, ~10% missing views."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(v, 3, generator=g, dtype=torch.float64)
+    centers[:, 2] = centers[:, 2].abs() + 0.3
+    centers = 6.0 * centers / centers.norm(dim=-1, keepdim=True)
+    z = -centers / centers.norm(dim=-1, keepdim=True)
+    x = torch.linalg.cross(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(z), z)
+    x = x / x.norm(dim=-1, keepdim=True)
+    rot = torch.stack([x, torch.linalg.cross(z, x), z], dim=-2)
+    rot = rodrigues_to_matrix(0.05 * torch.randn(v, 3, generator=g, dtype=torch.float64)) @ rot
+    ext = torch.cat([rot, -(rot @ centers.unsqueeze(-1))], dim=-1)
+    intr = torch.tensor(
+        [[800.0, 0.0, 640.0], [0.0, 800.0, 512.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    ).repeat(v, 1, 1)
+    dist = torch.zeros(v, 5, dtype=torch.float64)
+    dist[:, 0] = -0.25
+    dist[:, 1] = 0.05
+    pts3d = torch.rand(b, k, 3, generator=g, dtype=torch.float64) * 2 - 1
+    pix = project_points(pts3d, intr, ext, dist)
+    pix = pix + torch.randn(pix.shape, generator=g, dtype=torch.float64)
+    missing = torch.rand(b, v, k, generator=g) < 0.1
+    pix[missing] = float("nan")
+    return tuple(t.to(dtype) for t in (pix, intr, ext, dist))
+
+
+def time_calls(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> dict:
+    """Wall times (s) of each function, called round-robin so load bursts hit all alike.
+
+    Returns ``{name: (median, min)}`` over ``runs`` rounds after ``warmup`` rounds.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def _undistort_np(pix: np.ndarray, k: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """One pixel -> undistorted normalised coords, fixed-point iteration (OpenCV style)."""
+    xd = np.linalg.solve(k, np.array([pix[0], pix[1], 1.0]))
+    xd = xd[:2] / xd[2]
+    k1, k2, p1, p2, k3 = d
+    x = xd.copy()
+    for _ in range(20):
+        r2 = x @ x
+        rad = 1 + k1 * r2 + k2 * r2**2 + k3 * r2**3
+        dx = np.array(
+            [
+                2 * p1 * x[0] * x[1] + p2 * (r2 + 2 * x[0] ** 2),
+                p1 * (r2 + 2 * x[1] ** 2) + 2 * p2 * x[0] * x[1],
+            ]
+        )
+        x = (xd - dx) / rad
+    return x
+
+
+def naive_numpy(
+    pix: np.ndarray, intr: np.ndarray, ext: np.ndarray, dist: np.ndarray, pairs: bool = False
+) -> np.ndarray:
+    """Per (frame, keypoint[, pair]) Python loop: undistort each view, one numpy SVD each."""
+    b, v, k, _ = pix.shape
+    subsets = list(itertools.combinations(range(v), 2)) if pairs else [tuple(range(v))]
+    out = np.full((b, len(subsets), k, 3), np.nan)
+    for i in range(b):
+        for j in range(k):
+            norm = [
+                None
+                if np.isnan(pix[i, c, j]).any()
+                else _undistort_np(pix[i, c, j], intr[c], dist[c])
+                for c in range(v)
+            ]
+            for s, views in enumerate(subsets):
+                rows = []
+                for c in views:
+                    if norm[c] is not None:
+                        rows += [
+                            norm[c][0] * ext[c, 2] - ext[c, 0],
+                            norm[c][1] * ext[c, 2] - ext[c, 1],
+                        ]
+                if len(rows) >= 4:
+                    h = np.linalg.svd(np.asarray(rows))[2][-1]
+                    out[i, s, j] = h[:3] / h[3]
+    return out if pairs else out[:, 0]
+
+
+def naive_torch(
+    pix: torch.Tensor, intr: torch.Tensor, ext: torch.Tensor, dist: torch.Tensor
+) -> torch.Tensor:
+    """Batched undistortion, then one ``torch.linalg.svd`` per (frame, keypoint): LP's style."""
+    xy, ok = undistort_points(pix, intr, dist)
+    b, v, k, _ = pix.shape
+    outs = []
+    for i in range(b):
+        for j in range(k):
+            views = ok[i, :, j].nonzero().flatten()
+            if views.numel() < 2:
+                outs.append(torch.full((3,), float("nan"), dtype=pix.dtype))
+                continue
+            p = ext[views]
+            a = (xy[i, views, j].unsqueeze(-1) * p[:, 2:3] - p[:, :2]).reshape(-1, 4)
+            h = torch.linalg.svd(a)[2][-1]
+            outs.append(h[:3] / h[3])
+    return torch.stack(outs).reshape(b, k, 3)
+
+
+def bench(b: int, v: int, k: int, runs: int, dtype: torch.dtype) -> None:
+    pix, intr, ext, dist = make_problem(b, v, k, dtype)
+    name = str(dtype).replace("torch.", "")
+
+    def fwd() -> torch.Tensor:
+        return triangulate(pix, intr, ext, dist)
+
+    leaf = pix.clone().requires_grad_()
+
+    def fwd_bwd() -> None:
+        leaf.grad = None
+        triangulate(leaf, intr, ext, dist).nan_to_num(0.0).sum().backward()
+
+    def pairs_fwd() -> torch.Tensor:
+        return triangulate_pairs(pix, intr, ext, dist)
+
+    def pairs_fwd_bwd() -> None:
+        leaf.grad = None
+        triangulate_pairs(leaf, intr, ext, dist).nan_to_num(0.0).sum().backward()
+
+    np_args = [t.double().numpy() for t in (pix, intr, ext, dist)]
+    naive_runs = max(3, runs // 10)
+    fast = time_calls(
+        {
+            "triangulate, forward": fwd,
+            "triangulate, forward + backward": fwd_bwd,
+            "triangulate_pairs (P=6), forward": pairs_fwd,
+            "triangulate_pairs, forward + backward": pairs_fwd_bwd,
+        },
+        runs,
+    )
+    slow = time_calls(
+        {
+            f"naive numpy loop, all views ({b * k} SVDs)": lambda: naive_numpy(*np_args),
+            f"naive torch loop, all views ({b * k} SVDs)": lambda: naive_torch(
+                pix, intr, ext, dist
+            ),
+            f"naive numpy loop, pairs ({b * k * v * (v - 1) // 2} SVDs)": lambda: naive_numpy(
+                *np_args, pairs=True
+            ),
+        },
+        naive_runs,
+        warmup=1,
+    )
+
+    ref = torch.from_numpy(naive_numpy(*np_args))
+    dev = (fwd().double() - ref).abs().nan_to_num(0.0).max().item()
+    ref_p = torch.from_numpy(naive_numpy(*np_args, pairs=True))
+    dev_p = (pairs_fwd().double() - ref_p).abs().nan_to_num(0.0).max().item()
+    same_nan = torch.equal(fwd().isnan(), ref.isnan()) and torch.equal(
+        pairs_fwd().isnan(), ref_p.isnan()
+    )
+
+    print(f"\n## B={b} V={v} K={k} {name}: {runs} rounds (naive loops: {naive_runs})")
+    print("| what | median (ms) | min (ms) |")
+    print("|---|---|---|")
+    for label, (med, best) in {**fast, **slow}.items():
+        print(f"| {label} | {1e3 * med:.2f} | {1e3 * best:.2f} |")
+    (tri_m, tri_b), (pair_m, pair_b) = (
+        fast["triangulate, forward"],
+        fast["triangulate_pairs (P=6), forward"],
+    )
+    (np_m, np_b), (tl_m, tl_b), (npp_m, npp_b) = slow.values()
+    print(
+        f"speed-up (median / min): triangulate vs numpy loop {np_m / tri_m:.0f}x / "
+        f"{np_b / tri_b:.0f}x, vs torch loop {tl_m / tri_m:.0f}x / {tl_b / tri_b:.0f}x; "
+        f"triangulate_pairs vs numpy pair loop {npp_m / pair_m:.0f}x / {npp_b / pair_b:.0f}x"
+    )
+    print(
+        f"max |batched - naive numpy| = {dev:.2e} (all views), {dev_p:.2e} (pairs); "
+        f"same NaN pattern: {same_nan}"
+    )
+
+
+def mouse4cam_figures() -> None:
+    import pandas as pd
+
+    group = load_calibration(MOUSE4CAM / "calibration.toml")
+    pts = np.stack(
+        [
+            pd.read_csv(MOUSE4CAM / f"CollectedData_{v}.csv", header=[0, 1, 2], index_col=0)
+            .to_numpy(dtype=np.float64)
+            .reshape(60, -1, 2)
+            for v in group.names
+        ],
+        axis=1,
+    )
+    print("\n## mouse4cam reprojection error, px: median / mean (n)")
+    print("| method | dtype | " + " | ".join(group.names) + " | all |")
+    print("|---|---|" + "---|" * (len(group.names) + 1))
+    for dtype in (torch.float64, torch.float32):
+        cams = group.to_tensors(dtype=dtype)
+        p = torch.from_numpy(pts).to(dtype)
+        args = (cams.intrinsics, cams.extrinsics, cams.distortions)
+        dlt = triangulate(p, *args)
+        for method, x3d in (("DLT", dlt), ("DLT + refine_points", refine_points(dlt, p, *args))):
+            err = reprojection_error(x3d, p, *args).double().numpy()
+            cols = [err[:, i] for i in range(len(group.names))] + [err]
+            cells = [
+                f"{np.nanmedian(e):.2f} / {np.nanmean(e):.2f} ({np.sum(~np.isnan(e))})"
+                for e in cols
+            ]
+            print(f"| {method} | {str(dtype).replace('torch.', '')} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("-B", type=int, default=64)
+    parser.add_argument("-V", type=int, default=4)
+    parser.add_argument("-K", type=int, default=17)
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+    )
+    for dtype in (torch.float32, torch.float64):
+        bench(args.B, args.V, args.K, args.runs, dtype)
+    if MOUSE4CAM.is_dir():
+        mouse4cam_figures()
+
+
+if __name__ == "__main__":
+    main()
