@@ -195,7 +195,7 @@ class AnnealWeightConfig(_Strict):
     init_val: float = 0.0
     increase_factor: float = 0.01
     final_val: float = 1.0
-    freeze_until_epoch: int = 0
+    freeze_until_epoch: int = 60  # the seeds' default schedule: full weight at epoch 160
 
 
 class CallbacksConfig(_Strict):

@@ -73,3 +73,46 @@ class NotALossPlugin:
     @hookimpl
     def mvcore_register_losses(self, registry):
         registry.add(dict, name="not_a_loss")
+
+
+class TinyBackbone:
+    """Placeholder so the name exists before mvcore.models is imported (see below)."""
+
+
+def _make_tiny_backbone():
+    from torch import nn
+
+    from mvcore.models.base import Backbone
+
+    class TinyConvBackbone(Backbone):
+        """A few convolutions: images (B, V, 3, H, W) -> heatmaps (B, V, K, H/4, W/4)."""
+
+        name = "tiny_conv"
+
+        def __init__(self, config, params, num_views, num_keypoints):
+            super().__init__(config, params, num_views, num_keypoints)
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(8, num_keypoints, 3, stride=2, padding=1),
+            )
+
+        def forward(self, images):
+            b, v = images.shape[:2]
+            maps = self.features(images.flatten(0, 1))
+            h, w = maps.shape[-2:]
+            maps = torch.softmax(maps.flatten(-2), -1).reshape(b, v, self.num_keypoints, h, w)
+            return maps
+
+        def param_groups(self):
+            return {"backbone": [], "head": list(self.parameters())}
+
+    return TinyConvBackbone
+
+
+TinyConvBackbone = _make_tiny_backbone()
+
+
+class TinyBackbonePlugin:
+    @hookimpl
+    def mvcore_register_backbones(self, registry):
+        registry.add(TinyConvBackbone)

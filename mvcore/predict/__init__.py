@@ -1,0 +1,1 @@
+"""Prediction and evaluation outputs: labelled frames (CSVs, metrics, plots)."""

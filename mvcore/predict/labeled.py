@@ -1,0 +1,95 @@
+"""Predict the labelled frames of a project and write per-view CSVs and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mvcore.data.bbox import frame_to_model
+
+
+@torch.no_grad()
+def predict_rows(module: Any, data_module: Any, indices: np.ndarray | None = None,
+                 progress: bool = True) -> dict[str, np.ndarray]:
+    """Predictions for project rows (all rows by default), in eval mode, no augmentation.
+
+    Returns ``keypoints (n, V, K, 2)`` frame pixels, ``confidences (n, V, K)`` and ``index``.
+    """
+    was_training = module.training
+    module.eval()
+    keypoints, confidences, rows = [], [], []
+    loader = data_module.predict_dataloader(indices)
+    for batch in tqdm(loader, desc="predicting labelled frames", disable=not progress,
+                      leave=False):
+        images = batch["images"].to(module.device)
+        bbox = batch["bbox"].to(module.device, torch.float32)
+        out = module.predict_keypoints(images, bbox)
+        keypoints.append(out["keypoints_frame"].double().cpu())
+        confidences.append(out["confidences"].double().cpu())
+        rows.append(batch["index"].cpu())
+    module.train(was_training)
+    return {
+        "keypoints": torch.cat(keypoints).numpy(),
+        "confidences": torch.cat(confidences).numpy(),
+        "index": torch.cat(rows).numpy(),
+    }
+
+
+def pixel_errors(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Euclidean distance ``(n, V, K)`` between predictions and labels (NaN where unlabelled)."""
+    return np.linalg.norm(pred - labels, axis=-1)
+
+
+def write_labeled_predictions(project: Any, predictions: dict[str, np.ndarray],
+                              split_names: list[str], model_dir: Path,
+                              scorer: str = "heatmap_multiview_transformer_tracker"
+                              ) -> dict[str, Path]:
+    """Per view: ``predictions_<view>.csv`` (DeepLabCut header, x/y/likelihood, ``set``
+    column) and ``predictions_<view>_pixel_error.csv``. Coordinates are written in the
+    labelled images' pixels, like the label CSVs, so both files compare directly."""
+    from mvcore.data.csv_io import write_keypoints_csv
+
+    rows = predictions["index"]
+    frame_pred = predictions["keypoints"]
+    labels = project.keypoints[rows]
+    errors = pixel_errors(frame_pred, labels)
+    sizes = project.image_sizes[rows]
+    image_pred = frame_to_model(frame_pred, project.bboxes[rows], sizes)
+    sets = [split_names[r] for r in rows]
+    written = {}
+    for v, view in enumerate(project.view_names):
+        index = [project.image_paths[r][v] for r in rows]
+        path = model_dir / f"predictions_{view}.csv"
+        write_keypoints_csv(path, index, project.keypoint_names, image_pred[:, v],
+                            predictions["confidences"][:, v], scorer=scorer,
+                            extra_columns={"set": sets})
+        error_path = model_dir / f"predictions_{view}_pixel_error.csv"
+        _write_error_csv(error_path, index, project.keypoint_names, errors[:, v], sets)
+        written[view] = path
+    return written
+
+
+def _write_error_csv(path: Path, index: list[str], keypoint_names: list[str],
+                     errors: np.ndarray, sets: list[str]) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(errors, index=index, columns=keypoint_names)
+    frame["set"] = sets
+    frame.to_csv(path)
+
+
+def summarise(errors: np.ndarray, split_of_row: list[str]) -> dict[str, float]:
+    """Mean and median pixel error per split over labelled keypoints."""
+    summary = {}
+    splits = np.asarray(split_of_row)
+    for split in ("train", "validation", "test"):
+        chosen = errors[splits == split]
+        finite = chosen[np.isfinite(chosen)]
+        if finite.size:
+            summary[f"{split}_pixel_error_mean"] = float(finite.mean())
+            summary[f"{split}_pixel_error_median"] = float(np.median(finite))
+    return summary

@@ -1,0 +1,99 @@
+"""Lightning callbacks of a training run: loss annealing and backbone unfreezing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+def anneal_value(epoch: int, init_val: float, increase_factor: float, final_val: float,
+                 freeze_until_epoch: int) -> float:
+    """Annealing weight at ``epoch``: ``init_val`` up to and including ``freeze_until_epoch``,
+    then ``init_val + (epoch - freeze_until_epoch) * increase_factor`` capped at ``final_val``
+    (seeds' example: 0 until epoch 60, 0.01 at 61, full weight 1.0 from epoch 160)."""
+    if epoch <= freeze_until_epoch:
+        return init_val
+    return min(init_val + (epoch - freeze_until_epoch) * increase_factor, final_val)
+
+
+class AnnealWeight(pl.Callback):
+    """Sets ``pl_module.<attr_name>`` at the start of every training epoch (also on resume)."""
+
+    def __init__(self, attr_name: str = "anneal_weight", init_val: float = 0.0,
+                 increase_factor: float = 0.01, final_val: float = 1.0,
+                 freeze_until_epoch: int = 0) -> None:
+        self.attr_name = attr_name
+        self.schedule = dict(init_val=init_val, increase_factor=increase_factor,
+                             final_val=final_val, freeze_until_epoch=freeze_until_epoch)
+
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = anneal_value(trainer.current_epoch, **self.schedule)
+        current = getattr(pl_module, self.attr_name)
+        if isinstance(current, torch.Tensor):
+            current.fill_(value)
+        else:
+            setattr(pl_module, self.attr_name, value)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._apply(trainer, pl_module)
+
+
+class UnfreezeBackbone(pl.Callback):
+    """Backbone learning rate 0 until ``unfreeze_epoch`` (or ``unfreeze_step``), then
+    ``0.1 * head lr`` growing by 1.5x per epoch/step until it reaches the head lr."""
+
+    def __init__(self, unfreeze_epoch: int | None = None, unfreeze_step: int | None = None,
+                 initial_ratio: float = 0.1, warm_up_ratio: float = 1.5) -> None:
+        if (unfreeze_epoch is None) == (unfreeze_step is None):
+            raise ValueError("give exactly one of unfreeze_epoch and unfreeze_step")
+        self.unfreeze_epoch = unfreeze_epoch
+        self.unfreeze_step = unfreeze_step
+        self.initial_ratio = initial_ratio
+        self.warm_up_ratio = warm_up_ratio
+        self.done = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.done = bool(state_dict.get("done", False))
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if self.done:
+            return
+        optimizer = trainer.optimizers[0]
+        groups = {group.get("name"): group for group in optimizer.param_groups}
+        backbone, head = groups.get("backbone"), groups.get("head")
+        if backbone is None or head is None:
+            self.done = True
+            return
+        if self.unfreeze_step is not None:
+            now, start = trainer.global_step, self.unfreeze_step
+        else:
+            now, start = trainer.current_epoch, self.unfreeze_epoch
+        if now < start:
+            backbone["lr"] = 0.0
+            return
+        lr = head["lr"] * self.initial_ratio * self.warm_up_ratio ** (now - start)
+        if lr >= head["lr"] or math.isclose(lr, head["lr"]):
+            backbone["lr"] = head["lr"]
+            self.done = True
+        else:
+            backbone["lr"] = lr
+
+
+class StepsPerEpoch(pl.Callback):
+    """Tells the module how many optimiser steps an epoch has (for epoch-based curricula)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        batches = trainer.num_training_batches
+        if isinstance(batches, (int, float)) and math.isfinite(batches) and batches > 0:
+            steps = math.ceil(batches / trainer.accumulate_grad_batches)
+            pl_module.steps_per_epoch = max(1, steps)

@@ -1,0 +1,257 @@
+"""``mvcore train``: build everything from the config, fit, then write the run's outputs.
+
+Model directory contents: ``config.yaml`` (resolved), ``plugins.json`` (versions),
+``checkpoints/{best,last}.ckpt``, ``logs/`` (CSV and, when installed, TensorBoard),
+``loss_curve.png``, ``predictions_<view>.csv`` (+ ``_pixel_error.csv``), ``metrics.csv`` and
+``labeled_frames/*.png``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mvcore.config.load import validate_components
+from mvcore.config.schema import MvConfig
+from mvcore.errors import ConfigError
+
+
+def build_augmenters(config: MvConfig, components: Any, has_calibration: bool) -> list[Any]:
+    """Instantiate the augmenters the config selects (training only)."""
+    from mvcore.augment.base import selected_augmenters
+
+    augmenters = []
+    for name, key_path in selected_augmenters(config, components.augmenters):
+        cls = components.augmenters.get(name, key_path=key_path)
+        if cls.requires_calibration and not has_calibration:
+            raise ConfigError(
+                f"{key_path}: augmenter {name!r} needs camera calibration, but the project has "
+                "none (add calibration.toml or calibrations/<session>.toml, or set "
+                f"{key_path}: false)"
+            )
+        params = cls.Params.model_validate(config.training.augmentation_params.get(name, {}))
+        augmenters.append(cls(params, config))
+    return augmenters
+
+
+def loss_context(config: MvConfig, project: Any) -> Any:
+    from mvcore.losses.base import LossContext
+
+    height = config.data.image_resize_dims.height
+    width = config.data.image_resize_dims.width
+    scale = 2 ** config.data.downsample_factor
+    matches = config.data.mirrored_column_matches
+    if matches and isinstance(matches[0], int):
+        k = len(project.keypoint_names)
+        matches = [[v * k + i for i in matches] for v in range(len(project.view_names))]
+    return LossContext(
+        view_names=list(project.view_names), keypoint_names=list(project.keypoint_names),
+        image_height=height, image_width=width, heatmap_height=height // scale,
+        heatmap_width=width // scale, downsample_factor=config.data.downsample_factor,
+        has_calibration=bool(project.has_calibration), mirrored_column_matches=matches,
+        columns_for_singleview_pca=config.data.columns_for_singleview_pca,
+    )
+
+
+def _resolve_model_dir(config: MvConfig, output_dir: str | None, resume: str | None) -> Path:
+    if resume:
+        path = Path(resume)
+        if not (path / "checkpoints" / "last.ckpt").is_file():
+            raise ConfigError(f"--resume {resume}: no checkpoints/last.ckpt in that directory")
+        return path
+    if output_dir:
+        return Path(output_dir)
+    now = datetime.datetime.now()
+    return Path("outputs") / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
+
+
+def _accelerator(config: MvConfig) -> tuple[str, int]:
+    import torch
+
+    wanted = config.training.accelerator
+    if wanted in ("gpu", "cuda") or (wanted == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"training.accelerator: {wanted} but no CUDA GPU is available")
+        return "gpu", max(1, config.training.num_gpus)
+    return "cpu", 1
+
+
+def train(config: MvConfig, output_dir: str | None = None, resume: str | None = None) -> Path:
+    """Train a model; returns the model directory."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from mvcore import __version__
+    from mvcore.data.datamodule import MultiviewDataModule
+    from mvcore.data.project import MultiviewProject
+    from mvcore.plugin.components import load_components
+    from mvcore.training.callbacks import AnnealWeight, StepsPerEpoch, UnfreezeBackbone
+    from mvcore.training.module import MultiviewPoseModule
+
+    components = load_components()
+    validate_components(config, components)
+    model_dir = _resolve_model_dir(config, output_dir, resume)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    project = MultiviewProject.from_config(config)
+    augmenters = build_augmenters(config, components, project.has_calibration)
+    accelerator, devices = _accelerator(config)
+    world = devices * config.training.num_nodes
+    if world > 1:  # per-device batch sizes (Lightning's DDP splits nothing itself)
+        for key in ("train_batch_size", "val_batch_size", "test_batch_size"):
+            setattr(config.training, key, math.ceil(getattr(config.training, key) / world))
+    data_module = MultiviewDataModule(config, project=project, augmenters=augmenters)
+    data_module.setup()
+    pl.seed_everything(config.training.rng_seed_model_pt, workers=True, verbose=False)
+    context = loss_context(config, project)
+    module = MultiviewPoseModule(config, components, context, data_module=data_module)
+
+    _save_run_info(config, components, model_dir, __version__)
+    baseline = _baseline_metrics(module, data_module, project) if not resume else {}
+
+    callbacks: list[Any] = [
+        ModelCheckpoint(dirpath=model_dir / "checkpoints", filename="best",
+                        monitor="val_pixel_error", mode="min", save_last=True,
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="epoch"),
+        StepsPerEpoch(),
+    ]
+    if config.training.ckpt_every_n_epochs:
+        callbacks.append(ModelCheckpoint(dirpath=model_dir / "checkpoints",
+                                         filename="epoch{epoch:04d}", save_top_k=-1,
+                                         every_n_epochs=config.training.ckpt_every_n_epochs))
+    annealed = [name for factory in (module.loss_supervised, module.loss_unsupervised)
+                for name, loss in factory.losses.items() if loss.annealed]
+    if annealed:
+        schedule = config.callbacks.anneal_weight
+        callbacks.append(AnnealWeight("anneal_weight", schedule.init_val,
+                                      schedule.increase_factor, schedule.final_val,
+                                      schedule.freeze_until_epoch))
+    if config.training.unfreezing_step is not None or config.training.unfreezing_epoch:
+        callbacks.append(UnfreezeBackbone(unfreeze_epoch=config.training.unfreezing_epoch,
+                                          unfreeze_step=config.training.unfreezing_step))
+    if config.training.early_stopping:
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val_pixel_error",
+                                       patience=config.training.early_stop_patience))
+    loggers: list[Any] = [CSVLogger(model_dir, name="logs", version="")]
+    try:
+        import tensorboard  # noqa: F401
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(model_dir, name="logs", version="tensorboard"))
+    except ImportError:
+        pass
+    training = config.training
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=training.num_nodes,
+        strategy="ddp" if world > 1 else "auto", precision=training.precision,
+        max_epochs=training.max_epochs if training.max_steps is None else None,
+        min_epochs=training.min_epochs if training.max_steps is None else None,
+        max_steps=training.max_steps if training.max_steps is not None else -1,
+        min_steps=training.min_steps, check_val_every_n_epoch=training.check_val_every_n_epoch,
+        val_check_interval=training.val_check_interval,
+        log_every_n_steps=training.log_every_n_steps, callbacks=callbacks, logger=loggers,
+        default_root_dir=model_dir, limit_train_batches=training.limit_train_batches,
+        accumulate_grad_batches=training.accumulate_grad_batches,
+        profiler=training.profiler, num_sanity_val_steps=1, enable_model_summary=False,
+    )
+    ckpt_path = str(model_dir / "checkpoints" / "last.ckpt") if resume else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        trainer.fit(module, datamodule=data_module, ckpt_path=ckpt_path)
+    if trainer.global_rank == 0:
+        best = model_dir / "checkpoints" / "best.ckpt"
+        if best.is_file():
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            module.load_state_dict(state)
+        write_outputs(module, data_module, project, model_dir, baseline)
+    return model_dir
+
+
+def _save_run_info(config: MvConfig, components: Any, model_dir: Path, version: str) -> None:
+    data = config.model_dump(mode="json", exclude={"config_dir"})
+    data["data"]["data_dir"] = str(Path(config.config_dir or ".", config.data.data_dir).resolve())
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    info = {"mvcore": version, "plugins": components.versions(),
+            "created": datetime.datetime.now().isoformat(timespec="seconds")}
+    (model_dir / "plugins.json").write_text(json.dumps(info, indent=2))
+
+
+def _baseline_metrics(module: Any, data_module: Any, project: Any) -> dict[str, float]:
+    """Pixel error of the untrained model on the test split (val if there is no test)."""
+    from mvcore.predict.labeled import pixel_errors, predict_rows
+
+    rows = data_module.test_indices if len(data_module.test_indices) else data_module.val_indices
+    predictions = predict_rows(module, data_module, rows, progress=False)
+    errors = pixel_errors(predictions["keypoints"], project.keypoints[predictions["index"]])
+    finite = errors[np.isfinite(errors)]
+    return {"untrained_pixel_error_mean": float(finite.mean()) if finite.size else float("nan")}
+
+
+def write_outputs(module: Any, data_module: Any, project: Any, model_dir: Path,
+                  baseline: dict[str, float]) -> dict[str, float]:
+    """Predict every labelled row and write CSVs, metrics and figures."""
+    from mvcore.predict.labeled import (
+        pixel_errors,
+        predict_rows,
+        summarise,
+        write_labeled_predictions,
+    )
+    from mvcore.predict.plots import plot_labeled_frames, plot_loss_curve
+
+    split_names = data_module.split_names()
+    predictions = predict_rows(module, data_module)
+    write_labeled_predictions(project, predictions, split_names, model_dir)
+    rows = predictions["index"]
+    errors = pixel_errors(predictions["keypoints"], project.keypoints[rows])
+    metrics = {**baseline, **summarise(errors, [split_names[r] for r in rows])}
+    if project.has_calibration:
+        metrics.update(_reprojection_metrics(module, project, predictions, split_names))
+    import pandas as pd
+
+    pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}).to_csv(
+        model_dir / "metrics.csv", index=False)
+    plot_loss_curve(model_dir / "logs" / "metrics.csv", model_dir / "loss_curve.png")
+    test_rows = [int(r) for r in (data_module.test_indices if len(data_module.test_indices)
+                                  else data_module.val_indices)]
+    count = module.config.eval.num_labeled_frame_plots
+    plot_labeled_frames(project, predictions, test_rows[:count], model_dir / "labeled_frames")
+    return metrics
+
+
+def _reprojection_metrics(module: Any, project: Any, predictions: dict[str, np.ndarray],
+                          split_names: list[str]) -> dict[str, float]:
+    """Multi-view consistency of predictions: triangulate all views, reproject, median error."""
+    import torch
+
+    from mvcore.geometry import reprojection_error, triangulate
+
+    rows = predictions["index"]
+    points = torch.as_tensor(predictions["keypoints"], dtype=torch.float64)
+    cams = [project.calibrations[i].to_tensors(dtype=torch.float64)
+            for i in project.calibration_index[rows]]
+    intrinsics = torch.stack([c.intrinsics for c in cams])
+    extrinsics = torch.stack([c.extrinsics for c in cams])
+    distortions = torch.stack([c.distortions for c in cams])
+    points_3d = triangulate(points, intrinsics, extrinsics, distortions)
+    errors = reprojection_error(points_3d, points, intrinsics, extrinsics, distortions).numpy()
+    sets = np.asarray([split_names[r] for r in rows])
+    metrics = {}
+    for split in ("train", "validation", "test"):
+        chosen = errors[sets == split]
+        finite = chosen[np.isfinite(chosen)]
+        if finite.size:
+            metrics[f"{split}_reprojection_error_median"] = float(np.median(finite))
+    return metrics
