@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -105,10 +104,7 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
     project = MultiviewProject.from_config(config)
     augmenters = build_augmenters(config, components, project.has_calibration)
     accelerator, devices = _accelerator(config)
-    world = devices * config.training.num_nodes
-    if world > 1:  # per-device batch sizes (Lightning's DDP splits nothing itself)
-        for key in ("train_batch_size", "val_batch_size", "test_batch_size"):
-            setattr(config.training, key, math.ceil(getattr(config.training, key) / world))
+    world = devices * config.training.num_nodes  # per-device batch sizes: the datamodule
     data_module = MultiviewDataModule(config, project=project, augmenters=augmenters)
     data_module.setup()
     pl.seed_everything(config.training.rng_seed_model_pt, workers=True, verbose=False)

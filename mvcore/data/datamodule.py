@@ -1,0 +1,198 @@
+"""Lightning data module: train / validation / test splits of a project and their loaders.
+
+Split rule (Lightning Pose): ``train = floor(train_prob * n)``, ``val = floor(val_prob * n)``
+(``val_prob`` None: the rest is split evenly between validation and test), the leftover goes
+to test unless it is < 5 rows (then to train), and at least one validation row (a project
+needs >= 2 rows). The rows are permuted with ``torch.randperm`` on
+``torch.Generator().manual_seed(training.rng_seed_data_pt)`` (what ``random_split`` does) and
+cut in that order. ``training.train_frames`` (> 1: a count, <= 1: a fraction) keeps the
+first rows of the train split; the rest become "unused".
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from mvcore.data.dataset import MultiviewDataset
+from mvcore.data.project import MultiviewProject
+from mvcore.errors import DataError
+
+__all__ = ["MultiviewDataModule", "split_sizes"]
+
+
+def split_sizes(n: int, train_prob: float, val_prob: float | None = None) -> tuple[int, int, int]:
+    """``(train, val, test)`` row counts for ``n`` rows (Lightning Pose's rule, see module doc)."""
+    if n < 2:
+        raise DataError(
+            f"the project has {n} labelled row(s); at least 2 are needed (one train, one "
+            "validation)"
+        )
+    if val_prob is None:
+        val_prob = round((1.0 - train_prob) / 2.0, 5)
+    # plain floor, no epsilon: the same sizes (and so, with the same seed, the same rows) as
+    # Lightning Pose
+    n_train = int(math.floor(train_prob * n))
+    n_val = int(math.floor(val_prob * n))
+    leftover = n - n_train - n_val
+    if leftover < 5:
+        n_train += leftover
+        n_test = 0
+    else:
+        n_test = leftover
+    if n_val == 0:
+        n_train -= 1
+        n_val = 1
+    if n_train < 1:
+        raise DataError(
+            f"training.train_prob={train_prob} leaves no training rows out of {n}; raise it"
+        )
+    return n_train, n_val, n_test
+
+
+def _num_train_frames(n_train: int, train_frames: float | None) -> int:
+    """Rows kept from the train split (Lightning Pose ``compute_num_train_frames``)."""
+    if train_frames is None or train_frames == 1:
+        return n_train
+    if train_frames <= 0:
+        raise DataError(f"training.train_frames must be > 0, got {train_frames}")
+    if train_frames > 1:
+        if train_frames >= n_train:
+            if train_frames > n_train:
+                warnings.warn(
+                    f"training.train_frames={train_frames:g} exceeds the {n_train} train rows; "
+                    "using all of them",
+                    stacklevel=3,
+                )
+            return n_train
+        return int(train_frames)
+    return max(1, int(train_frames * n_train))
+
+
+class MultiviewDataModule(pl.LightningDataModule):
+    """Builds the project (unless given), the splits, and the data loaders.
+
+    ``train_indices`` / ``val_indices`` / ``test_indices`` are ``(m,)`` int64 project rows in
+    split (permutation) order. Batch sizes are the config's divided by ``training.num_gpus``
+    (rounded up).
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        project: MultiviewProject | None = None,
+        augmenters: Sequence = (),
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.project = project
+        self.augmenters = list(augmenters)
+        self.train_indices = np.zeros(0, dtype=np.int64)
+        self.val_indices = np.zeros(0, dtype=np.int64)
+        self.test_indices = np.zeros(0, dtype=np.int64)
+        self.unused_indices = np.zeros(0, dtype=np.int64)
+        self._datasets: dict[str, MultiviewDataset] = {}
+        self._is_setup = False
+        training = config.training
+        gpus = max(1, int(training.num_gpus or 1))
+        self.train_batch_size = math.ceil(training.train_batch_size / gpus)
+        self.val_batch_size = math.ceil(training.val_batch_size / gpus)
+        self.test_batch_size = math.ceil(training.test_batch_size / gpus)
+        self.num_workers = int(training.num_workers or 0)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the project and split it (once; later calls do nothing)."""
+        if self._is_setup:
+            return
+        if self.project is None:
+            self.project = MultiviewProject.from_config(self.config)
+        training = self.config.training
+        n = len(self.project)
+        n_train, n_val, _ = split_sizes(n, training.train_prob, training.val_prob)
+        generator = torch.Generator().manual_seed(int(training.rng_seed_data_pt))
+        perm = torch.randperm(n, generator=generator).numpy().astype(np.int64)
+        train = perm[:n_train]
+        keep = _num_train_frames(n_train, training.train_frames)
+        self.train_indices = train[:keep]
+        self.unused_indices = train[keep:]
+        self.val_indices = perm[n_train : n_train + n_val]
+        self.test_indices = perm[n_train + n_val :]
+        seed = int(training.rng_seed_data_pt)
+        self._datasets = {
+            "train": MultiviewDataset(
+                self.project, self.config, self.train_indices, self.augmenters, True, seed
+            ),
+            "val": MultiviewDataset(self.project, self.config, self.val_indices, (), False, seed),
+            "test": MultiviewDataset(
+                self.project, self.config, self.test_indices, (), False, seed
+            ),
+        }
+        self._is_setup = True
+
+    @property
+    def train_dataset(self) -> MultiviewDataset:
+        self.setup()
+        return self._datasets["train"]
+
+    @property
+    def val_dataset(self) -> MultiviewDataset:
+        self.setup()
+        return self._datasets["val"]
+
+    @property
+    def test_dataset(self) -> MultiviewDataset:
+        self.setup()
+        return self._datasets["test"]
+
+    def split_names(self) -> list[str]:
+        """Per project row: ``"train"``, ``"validation"``, ``"test"`` or ``"unused"``."""
+        self.setup()
+        names = np.full(len(self.project), "unused", dtype=object)
+        names[self.train_indices] = "train"
+        names[self.val_indices] = "validation"
+        names[self.test_indices] = "test"
+        return [str(s) for s in names]
+
+    def _loader(self, dataset: MultiviewDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = None
+        if shuffle:
+            generator = torch.Generator().manual_seed(int(self.config.training.rng_seed_data_pt))
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.train_batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self.test_batch_size, shuffle=False)
+
+    def predict_dataloader(self, indices: Sequence[int] | None = None) -> DataLoader:
+        """All rows (or ``indices``) in order, without augmentation or shuffling."""
+        self.setup()
+        rows = np.arange(len(self.project)) if indices is None else np.asarray(indices)
+        dataset = MultiviewDataset(
+            self.project, self.config, rows, (), False, int(self.config.training.rng_seed_data_pt)
+        )
+        return self._loader(dataset, self.test_batch_size, shuffle=False)
+
+    def train_keypoints_frame(self) -> np.ndarray:
+        """``(n_train, V, K, 2)`` frame-pixel labels of the train split (no augmentation)."""
+        self.setup()
+        return self.project.keypoints[self.train_indices].copy()

@@ -1,0 +1,492 @@
+"""A labelled multi-view project on disk (Lightning Pose layout), loaded and checked once.
+
+Layout (relative to ``data.data_dir``): one label CSV per view (``data.csv_file``, in the order
+of ``data.view_names``) whose index holds image paths such as
+``labeled-data/<session>_<view>/img0001.png``; optional bbox CSVs (``data.bbox_file``);
+calibration from ``data.camera_params_file``, ``calibrations/<session>.toml``,
+``data.calibration_file`` or ``calibration.toml``.
+
+Coordinates: labels are in the pixels of the labelled image. With a bbox CSV the labelled
+image is the bbox crop of the video frame (Lightning Pose), so labels are mapped to frame
+pixels with ``bbox.model_to_frame(labels, bbox, image size)`` (the pixel-centre convention of
+``mvcore.data.bbox``; for an un-resized crop this is ``label + [x, y]``). Without a bbox CSV
+the bbox is the whole image ``[0, 0, h, w]`` and frame = image pixels. ``keypoints`` are always
+frame pixels, the space the calibration lives in.
+
+Calibration (unlike Lightning Pose bug B7): every discovery route gives the same result -
+``calibrations`` plus a per-row ``calibration_index`` - and downstream code (triangulated
+targets, 3D augmentation, 3D losses) keys off each row's calibration, never off *how* it was
+found. Rows without a calibration file get index -1 and a warning; 3D is off for those rows
+only, the other rows keep their 3D targets.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+
+from mvcore.data.bbox import model_to_frame, whole_image_bbox
+from mvcore.data.csv_io import LabelTable, read_label_csv
+from mvcore.data.heatmaps import VIS_LABELED, VIS_OCCLUDED, VIS_UNIFORM
+from mvcore.errors import DataError
+from mvcore.geometry import CameraGroup, CameraTensors, load_calibration
+
+__all__ = ["MultiviewProject", "read_bbox_csv", "resolve_data_dir"]
+
+_MAX_LISTED = 5  # how many offending items an error message lists
+_CSV_HEADER_LINES = 3
+
+
+def resolve_data_dir(config: Any) -> Path:
+    """``data.data_dir`` as an absolute path: relative paths resolve against
+    ``config.config_dir`` when set, else the current directory."""
+    data_dir = Path(os.path.expanduser(config.data.data_dir))
+    if not data_dir.is_absolute():
+        base = Path(config.config_dir) if getattr(config, "config_dir", None) else Path.cwd()
+        data_dir = base / data_dir
+    return data_dir.resolve()
+
+
+def _resolve(root: Path, name: str) -> Path:
+    path = Path(os.path.expanduser(name))
+    return path if path.is_absolute() else root / path
+
+
+def _basename(image_path: str) -> str:
+    return PurePosixPath(image_path.replace("\\", "/")).name
+
+
+def _line(table: LabelTable, row: int) -> str:
+    """``file, line L (image)`` of a label row (3 header rows, blank lines not counted)."""
+    return f"{table.path}, line {row + _CSV_HEADER_LINES + 1} ({table.image_paths[row]})"
+
+
+def _session_of(image_path: str, view_name: str) -> str:
+    """Session from ``.../labeled-data/<session>_<view>/img``; '' if the path has none."""
+    parts = PurePosixPath(image_path.replace("\\", "/")).parts
+    if "labeled-data" not in parts[:-1]:
+        return ""
+    i = parts.index("labeled-data")
+    if i + 1 >= len(parts) - 1:
+        return ""
+    folder = parts[i + 1]
+    if folder.endswith("_" + view_name):
+        return folder[: -len(view_name) - 1]
+    return folder.rsplit("_", 1)[0] if "_" in folder else ""
+
+
+def read_bbox_csv(path: Path, expected_index: list[str]) -> np.ndarray:
+    """Read a bbox CSV (header row, index = image path, then x, y, h, w) -> ``(n, 4)``.
+
+    Rows must be the label CSV's images in the same order (``expected_index``)."""
+    if not path.is_file():
+        raise DataError(f"bbox file not found: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+    body = rows[1:]
+    if len(body) != len(expected_index):
+        raise DataError(
+            f"{path}: {len(body)} bbox rows but the label CSV has {len(expected_index)} rows; "
+            "give one bbox per labelled image, in the same order"
+        )
+    out = np.empty((len(body), 4))
+    for r, row in enumerate(body):
+        where = f"{path}, row {r + 1} ({row[0] if row else ''})"
+        if len(row) < 5:
+            raise DataError(f"{where}: expected image path, x, y, h, w; got {row}")
+        if row[0].strip().replace("\\", "/") != expected_index[r].replace("\\", "/"):
+            raise DataError(
+                f"{where}: image {row[0]!r} but the label CSV row {r + 1} is "
+                f"{expected_index[r]!r}; bbox rows must match the label rows"
+            )
+        try:
+            out[r] = [float(c) for c in row[1:5]]
+        except ValueError:
+            raise DataError(f"{where}: x, y, h, w must be numbers, got {row[1:5]}") from None
+        if not np.isfinite(out[r]).all() or out[r, 2] <= 0 or out[r, 3] <= 0:
+            raise DataError(f"{where}: bbox must be finite with h, w > 0, got {out[r].tolist()}")
+    return out
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` from the image header only (PIL opens lazily)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+    return height, width
+
+
+@dataclass
+class MultiviewProject:
+    """All labelled rows of a multi-view project, in frame pixels.
+
+    Shapes (n rows, V views, K keypoints): ``keypoints (n, V, K, 2)`` frame pixels, NaN =
+    unlabelled; ``visibility (n, V, K)`` 0/1/2; ``bboxes (n, V, 4)`` ``[x, y, h, w]``;
+    ``image_sizes (n, V, 2)`` ``[height, width]`` of the labelled images;
+    ``calibration_index (n,)`` into ``calibrations`` (-1 = uncalibrated row).
+    ``image_paths[i][v]`` is relative to ``root`` (as written in the CSV).
+    """
+
+    root: Path
+    view_names: list[str]
+    keypoint_names: list[str]
+    image_paths: list[list[str]]
+    keypoints: np.ndarray
+    visibility: np.ndarray
+    bboxes: np.ndarray
+    image_sizes: np.ndarray
+    sessions: list[str]
+    calibrations: list[CameraGroup]
+    calibration_index: np.ndarray
+    #: the TOML each entry of ``calibrations`` came from
+    calibration_files: list[Path] = field(default_factory=list)
+    #: the label CSV of each view
+    csv_files: list[Path] = field(default_factory=list)
+    #: whether bboxes came from bbox CSVs (else whole images)
+    has_bbox_files: bool = False
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.view_names)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    @property
+    def has_calibration(self) -> bool:
+        """Every row has a calibration (so 3D is available for the whole project)."""
+        return len(self) > 0 and bool((self.calibration_index >= 0).all())
+
+    @property
+    def calibrated_rows(self) -> np.ndarray:
+        """``(n,)`` bool: the row has a calibration."""
+        return self.calibration_index >= 0
+
+    def image_file(self, row: int, view: int) -> Path:
+        """Absolute path of one labelled image."""
+        return _resolve(self.root, self.image_paths[row][view])
+
+    def row_cameras(
+        self, indices: np.ndarray | None = None, dtype: torch.dtype = torch.float64
+    ) -> CameraTensors:
+        """Cameras of rows ``indices`` (all by default) as ``(m, V, ...)`` tensors; uncalibrated
+        rows get identity intrinsics, extrinsics ``[I | 0]`` and zero distortions."""
+        idx = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64)
+        v = self.num_views
+        dummy = CameraTensors(
+            torch.eye(3, dtype=dtype).expand(v, 3, 3),
+            torch.eye(3, 4, dtype=dtype).expand(v, 3, 4),
+            torch.zeros(v, 5, dtype=dtype),
+        )
+        cams = [c.to_tensors(dtype=dtype) for c in self.calibrations] + [dummy]  # -1 -> dummy
+        sel = torch.as_tensor(self.calibration_index[idx], dtype=torch.long)
+        return CameraTensors(
+            torch.stack([c.intrinsics for c in cams])[sel],
+            torch.stack([c.extrinsics for c in cams])[sel],
+            torch.stack([c.distortions for c in cams])[sel],
+        )
+
+    @classmethod
+    def from_config(cls, config: Any) -> MultiviewProject:
+        """Load and check the project described by ``config.data`` (see module docstring)."""
+        data = config.data
+        root = resolve_data_dir(config)
+        if not root.is_dir():
+            raise DataError(f"data.data_dir {root} is not a directory")
+        csv_names = list(data.csv_file or [])
+        view_names = list(data.view_names or [])
+        if not csv_names:
+            raise DataError("data.csv_file is empty: give one label CSV per view")
+        if len(view_names) != len(csv_names):
+            raise DataError(
+                f"data.view_names has {len(view_names)} entries but data.csv_file has "
+                f"{len(csv_names)} ({csv_names}); give one view name per label CSV, in order"
+            )
+        tables = [read_label_csv(_resolve(root, name)) for name in csv_names]
+        keypoint_names = _check_tables(tables, data)
+        n, v = len(tables[0]), len(tables)
+        image_paths = [[t.image_paths[i] for t in tables] for i in range(n)]
+        _check_images_exist(root, tables)
+
+        bbox_names = list(data.bbox_file or [])
+        if bbox_names:
+            bboxes = np.stack(
+                [
+                    read_bbox_csv(_resolve(root, name), t.image_paths)
+                    for name, t in zip(bbox_names, tables)
+                ],
+                axis=1,
+            )
+            # crops may differ in size per image: read every header
+            sizes = np.array(
+                [[_image_size(_resolve(root, p)) for p in row] for row in image_paths],
+                dtype=np.int64,
+            ).reshape(n, v, 2)
+        else:
+            sizes = _image_sizes_per_folder(root, image_paths).reshape(n, v, 2)
+            bboxes = whole_image_bbox(sizes)
+
+        coords = np.stack([t.coords for t in tables], axis=1)  # (n, V, K, 2) image pixels
+        visibility = _visibility(
+            tables, coords, config.training.uniform_heatmaps_for_nan_keypoints
+        )
+        coords = np.where((visibility == VIS_UNIFORM)[..., None], np.nan, coords)
+        keypoints = model_to_frame(coords, bboxes, sizes)
+
+        sessions = [_session_of(row[0], view_names[0]) for row in image_paths]
+        calibrations, files, index = _discover_calibration(
+            config, root, image_paths, sessions, view_names
+        )
+        project = cls(
+            root=root,
+            view_names=view_names,
+            keypoint_names=keypoint_names,
+            image_paths=image_paths,
+            keypoints=keypoints,
+            visibility=visibility,
+            bboxes=bboxes,
+            image_sizes=sizes,
+            sessions=sessions,
+            calibrations=calibrations,
+            calibration_index=index,
+            calibration_files=files,
+            csv_files=[t.path for t in tables],
+            has_bbox_files=bool(bbox_names),
+        )
+        if not bbox_names:
+            _check_calibration_sizes(project)
+        return project
+
+
+def _check_tables(tables: list[LabelTable], data: Any) -> list[str]:
+    """Same rows, keypoints and image file names in every view; names match the config."""
+    first = tables[0]
+    for t in tables[1:]:
+        if len(t) != len(first):
+            raise DataError(
+                f"label CSVs have different numbers of rows: {first.path} has {len(first)}, "
+                f"{t.path} has {len(t)}; row i must be the same instant in every view"
+            )
+        if t.keypoint_names != first.keypoint_names:
+            diff = next(
+                (
+                    i
+                    for i, (a, b) in enumerate(zip(first.keypoint_names, t.keypoint_names))
+                    if a != b
+                ),
+                min(len(first.keypoint_names), len(t.keypoint_names)),
+            )
+            raise DataError(
+                f"{t.path}: keypoint names {t.keypoint_names} differ from {first.path}: "
+                f"{first.keypoint_names} (first difference at keypoint {diff}); every view needs "
+                "the same keypoints in the same order"
+            )
+    for t in tables[1:]:
+        for i, (a, b) in enumerate(zip(first.image_paths, t.image_paths)):
+            if _basename(a) != _basename(b):
+                raise DataError(
+                    f"{_line(t, i)}: image file name {_basename(b)!r} differs from "
+                    f"{_basename(a)!r} in {_line(first, i)}; row i must show the same frame "
+                    "in every view"
+                )
+    names = first.keypoint_names
+    if data.keypoint_names is not None and list(data.keypoint_names) != names:
+        raise DataError(
+            f"data.keypoint_names {list(data.keypoint_names)} do not match the keypoints of "
+            f"{first.path}: {names}"
+        )
+    if data.num_keypoints is not None and data.num_keypoints != len(names):
+        raise DataError(
+            f"data.num_keypoints is {data.num_keypoints} but {first.path} has {len(names)} "
+            f"keypoints {names}"
+        )
+    if len(first) == 0:
+        raise DataError(f"{first.path} has no labelled rows")
+    return names
+
+
+def _check_images_exist(root: Path, tables: list[LabelTable]) -> None:
+    missing = [
+        _line(t, i)
+        for t in tables
+        for i, p in enumerate(t.image_paths)
+        if not _resolve(root, p).is_file()
+    ]
+    if missing:
+        listed = "; ".join(missing[:_MAX_LISTED])
+        more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+        raise DataError(f"{len(missing)} labelled image(s) not found under {root}: {listed}{more}")
+
+
+def _image_sizes_per_folder(root: Path, image_paths: list[list[str]]) -> np.ndarray:
+    """``(n, V, 2)`` sizes, reading one header per folder (a folder = one video, one size).
+
+    The dataset checks each image's real size when it loads it."""
+    cache: dict[Path, tuple[int, int]] = {}
+    out = []
+    for row in image_paths:
+        for p in row:
+            path = _resolve(root, p)
+            if path.parent not in cache:
+                cache[path.parent] = _image_size(path)
+            out.append(cache[path.parent])
+    return np.array(out, dtype=np.int64).reshape(len(image_paths), -1, 2)
+
+
+def _visibility(tables: list[LabelTable], coords: np.ndarray, uniform_for_nan: bool) -> np.ndarray:
+    """``(n, V, K)`` codes: the CSV's ``visible`` column where given, else 2 for labelled
+    points and 1 (uniform target) or 0 (no target) for NaN ones."""
+    finite = np.isfinite(coords).all(-1)
+    fallback = VIS_UNIFORM if uniform_for_nan else VIS_OCCLUDED
+    inferred = np.where(finite, VIS_LABELED, fallback)
+    n, _, k = finite.shape
+    given = np.stack(
+        [t.visibility if t.visibility is not None else np.full((n, k), -1) for t in tables], axis=1
+    )
+    vis = np.where(given >= 0, given, inferred)
+    for v, t in enumerate(tables):
+        if t.visibility is None:
+            continue
+        labelled_nan = (vis[:, v] == VIS_LABELED) & ~finite[:, v]
+        if labelled_nan.any():
+            r, k = np.argwhere(labelled_nan)[0]
+            warnings.warn(
+                f"{_line(t, r)}: {int(labelled_nan.sum())} point(s) have visible=2 but no "
+                f"coordinates (first: {t.keypoint_names[k]}); treated as unlabelled",
+                stacklevel=3,
+            )
+            vis[:, v] = np.where(labelled_nan, fallback, vis[:, v])
+        uniform_xy = (vis[:, v] == VIS_UNIFORM) & finite[:, v]
+        if uniform_xy.any():
+            r, k = np.argwhere(uniform_xy)[0]
+            warnings.warn(
+                f"{_line(t, r)}: {int(uniform_xy.sum())} point(s) have visible=1 and "
+                f"coordinates (first: {t.keypoint_names[k]}); the coordinates are ignored "
+                "(uniform heatmap target)",
+                stacklevel=3,
+            )
+    return vis.astype(np.int64)
+
+
+def _read_camera_params_file(path: Path) -> dict[str, str]:
+    """``image path -> calibration TOML`` from a ``calibrations.csv`` (index, ``file``)."""
+    if not path.is_file():
+        raise DataError(f"data.camera_params_file not found: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{path}: empty camera params file")
+    header = [c.strip() for c in rows[0]]
+    if "file" not in header[1:]:
+        raise DataError(f"{path}: needs a 'file' column (index = image path), header {header}")
+    col = header.index("file", 1)
+    mapping = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) <= col:
+            raise DataError(f"{path}, line {line}: expected a 'file' cell, got {row}")
+        mapping[row[0].strip().replace("\\", "/")] = row[col].strip()
+    return mapping
+
+
+def _discover_calibration(
+    config: Any,
+    root: Path,
+    image_paths: list[list[str]],
+    sessions: list[str],
+    view_names: list[str],
+) -> tuple[list[CameraGroup], list[Path], np.ndarray]:
+    """Per-row calibration file -> unique ``CameraGroup``s (cameras in view order) + index."""
+    data = config.data
+    n = len(image_paths)
+    per_row: list[Path | None] = [None] * n
+    source: str
+    if data.camera_params_file:
+        params_path = _resolve(root, data.camera_params_file)
+        mapping = _read_camera_params_file(params_path)
+        by_name: dict[str, list[str]] = {}
+        for key, value in mapping.items():
+            by_name.setdefault(_basename(key), []).append(value)
+        for i, row in enumerate(image_paths):
+            key = row[0].replace("\\", "/")
+            value = mapping.get(key)
+            if value is None:
+                candidates = by_name.get(_basename(key), [])
+                value = candidates[0] if len(candidates) == 1 else None
+            per_row[i] = _resolve(root, value) if value else None
+        source = f"data.camera_params_file {params_path}"
+    else:
+        if data.calibration_file:
+            fallback: Path | None = _resolve(root, data.calibration_file)
+            if not fallback.is_file():
+                raise DataError(f"data.calibration_file not found: {fallback}")
+        else:
+            fallback = root / "calibration.toml"
+            fallback = fallback if fallback.is_file() else None
+        session_files = {s: root / "calibrations" / f"{s}.toml" for s in set(sessions) if s}
+        session_files = {s: p for s, p in session_files.items() if p.is_file()}
+        per_row = [session_files.get(s, fallback) for s in sessions]
+        source = "calibrations/<session>.toml / calibration.toml"
+
+    files: list[Path] = []
+    index = np.full(n, -1, dtype=np.int64)
+    for i, path in enumerate(per_row):
+        if path is None:
+            continue
+        if path not in files:
+            files.append(path)
+        index[i] = files.index(path)
+    calibrations = [_load_for_views(path, view_names) for path in files]
+
+    missing = np.flatnonzero(index < 0)
+    if files and len(missing):
+        listed = ", ".join(image_paths[i][0] for i in missing[:_MAX_LISTED])
+        warnings.warn(
+            f"{len(missing)} of {n} rows have no calibration ({source}), e.g. {listed}; "
+            "3D targets are off for those rows only",
+            stacklevel=3,
+        )
+    return calibrations, files, index
+
+
+def _load_for_views(path: Path, view_names: list[str]) -> CameraGroup:
+    """Load a calibration and order its cameras as ``view_names`` (extra cameras dropped)."""
+    group = load_calibration(path)
+    missing = [name for name in view_names if name not in group.names]
+    if missing:
+        raise DataError(
+            f"{path}: camera names {group.names} ({group.num_views} cameras) do not match "
+            f"data.view_names {view_names}; missing {missing}. Name the [cam_N] tables after "
+            "the views"
+        )
+    return group.select(view_names)
+
+
+def _check_calibration_sizes(project: MultiviewProject) -> None:
+    """Warn when whole-frame images differ in size from the calibrated cameras."""
+    for c, group in enumerate(project.calibrations):
+        rows = project.calibration_index == c
+        sizes = project.image_sizes[rows][:, :, ::-1]  # (m, V, 2) [width, height]
+        bad = (sizes != group.sizes[None]).any(-1).any(0)
+        for v in np.flatnonzero(bad):
+            warnings.warn(
+                f"{project.calibration_files[c]}: camera {project.view_names[v]!r} has size "
+                f"{group.sizes[v].astype(int).tolist()} (w, h) but its labelled images are "
+                f"{np.unique(sizes[:, v], axis=0).tolist()}; the calibration must describe "
+                "the labelled frames",
+                stacklevel=4,
+            )

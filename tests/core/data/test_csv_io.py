@@ -1,0 +1,142 @@
+"""DLC-style label / prediction CSVs and anipose 3D CSVs: round trips and located errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mvcore.data.csv_io import (
+    read_keypoints_csv,
+    read_label_csv,
+    write_3d_csv,
+    write_keypoints_csv,
+)
+from mvcore.errors import DataError
+
+MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
+
+HEADER = "scorer,me,me,me,me\nbodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\n"
+
+
+def _write(tmp_path: Path, text: str, name: str = "labels.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.skipif(not MOUSE4CAM.is_dir(), reason="mouse4cam data not available")
+def test_reads_mouse4cam_labels():
+    table = read_label_csv(MOUSE4CAM / "CollectedData_back.csv")
+    assert table.coords.shape == (60, 15, 2) and table.coords.dtype == np.float64
+    assert table.keypoint_names[:3] == ["Nose", "Ear_R", "Ear_L"]
+    assert table.image_paths[0] == "labeled-data/minimal_back/img0000.jpg"
+    assert table.scorer == "sleap_proofread" and table.visibility is None
+    assert np.isnan(table.coords[..., 0]).sum() == 194
+    assert table.coords[0, 0].tolist() == [804.300537109375, 535.9925537109375]
+
+
+def test_empty_cells_are_nan_and_an_all_nan_first_row_is_kept(tmp_path):
+    path = _write(tmp_path, HEADER + "img0.png,,,,\nimg1.png,1.5,2,,4\n")
+    table = read_label_csv(path)
+    assert table.image_paths == ["img0.png", "img1.png"]
+    assert np.isnan(table.coords[0]).all()
+    np.testing.assert_array_equal(table.coords[1], [[1.5, 2.0], [np.nan, 4.0]])
+
+
+def test_non_numeric_cell_names_file_line_and_column(tmp_path):
+    path = _write(tmp_path, HEADER + "img0.png,1,2,3,4\nimg1.png,1,2,oops,4\n")
+    with pytest.raises(DataError) as info:
+        read_label_csv(path)
+    message = str(info.value)
+    assert str(path) in message and "line 5" in message and "column 4" in message
+    assert "tail x" in message and "oops" in message
+
+
+def test_visible_column(tmp_path):
+    header = (
+        "scorer,me,me,me,me,me,me\n"
+        "bodyparts,nose,nose,nose,tail,tail,tail\n"
+        "coords,x,y,visible,x,y,visible\n"
+    )
+    table = read_label_csv(_write(tmp_path, header + "a.png,1,2,2,,,0\nb.png,1,2,,3,4,1\n"))
+    np.testing.assert_array_equal(table.visibility, [[2, 0], [-1, 1]])
+    bad = _write(tmp_path, header + "a.png,1,2,2,,,0\nb.png,1,2,7,3,4,1\n", "bad.csv")
+    with pytest.raises(DataError, match=r"bad\.csv, line 5, column 4 \(nose visible\).*0, 1 or 2"):
+        read_label_csv(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("scorer,me\nbodyparts,nose\n", "3 header rows"),
+        ("scorer,me,me\nbodyparts,nose,nose\ncoords,x,z\n", "unknown coords"),
+        ("scorer,me\nbodyparts,nose\ncoords,x\n", "no 'y' column"),
+        (HEADER + "img0.png,1,2,3\n", "line 4: row has 4 cells"),
+        (HEADER + ",1,2,3,4\n", "empty image path"),
+    ],
+)
+def test_malformed_files_raise_located_errors(tmp_path, text, pattern):
+    path = _write(tmp_path, text)
+    with pytest.raises(DataError, match=pattern) as info:
+        read_label_csv(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_label_csv(tmp_path / "nope.csv")
+
+
+def test_dlc_multi_column_index(tmp_path):
+    text = (
+        "scorer,,,me,me\nbodyparts,,,nose,nose\ncoords,,,x,y\nlabeled-data,vid1,img001.png,1,2\n"
+    )
+    table = read_label_csv(_write(tmp_path, text))
+    assert table.image_paths == ["labeled-data/vid1/img001.png"]
+    assert table.coords.tolist() == [[[1.0, 2.0]]]
+
+
+def test_prediction_round_trip_with_likelihood_and_set_column(tmp_path):
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 500, (4, 3, 2))
+    coords[1, 2] = np.nan
+    likelihood = rng.uniform(0, 1, (4, 3))
+    index = [f"labeled-data/s_v/img{i}.png" for i in range(4)]
+    path = tmp_path / "sub" / "predictions.csv"
+    write_keypoints_csv(
+        path,
+        index,
+        ["a", "b", "c"],
+        coords,
+        likelihood,
+        scorer="heatmap_multiview_transformer_tracker",
+        extra_columns={"set": ["train", "validation", "test", "unused"]},
+    )
+    got_index, names, got, got_lik = read_keypoints_csv(path)
+    assert got_index == index and names == ["a", "b", "c"]
+    np.testing.assert_array_equal(got, coords)  # bit-exact (repr floats), NaN kept
+    np.testing.assert_array_equal(got_lik, likelihood)
+    frame = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+    assert frame.shape == (4, 10)
+    assert frame.columns[0] == ("heatmap_multiview_transformer_tracker", "a", "x")
+    assert frame.iloc[:, -1].tolist() == ["train", "validation", "test", "unused"]
+    assert path.read_text().splitlines()[4].split(",")[7] == ""  # NaN -> empty cell
+    table = read_label_csv(path)
+    assert table.extra_columns["set"][1] == "validation"
+
+
+def test_write_3d_csv_anipose_columns(tmp_path):
+    points = np.arange(2 * 2 * 3, dtype=float).reshape(2, 2, 3)
+    errors = np.array([[0.5, np.nan], [1.0, 2.0]])
+    ncams = np.array([[3, 0], [2, 2]])
+    path = tmp_path / "points3d.csv"
+    write_3d_csv(path, points, errors, ncams, ["nose", "tail"], fnum=[10, 11])
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == [
+        "nose_x", "nose_y", "nose_z", "nose_error", "nose_ncams",
+        "tail_x", "tail_y", "tail_z", "tail_error", "tail_ncams", "fnum",
+    ]  # fmt: skip
+    assert frame["tail_z"].tolist() == [5.0, 11.0]
+    assert np.isnan(frame["tail_error"][0]) and frame["nose_ncams"].tolist() == [3, 2]
+    assert frame["fnum"].tolist() == [10, 11]

@@ -1,0 +1,309 @@
+"""MultiviewProject: loading, checks (each a DataError naming file and row), calibration."""
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mvcore.config.schema import MvConfig
+from mvcore.data.csv_io import write_keypoints_csv
+from mvcore.data.project import MultiviewProject
+from mvcore.errors import DataError
+from mvcore.geometry import CameraGroup, project_points, save_calibration
+
+MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
+M4C_VIEWS = ["back", "mid", "side", "top"]
+
+VIEWS = ["a", "b", "c"]
+KEYPOINTS = ["nose", "ear", "tail", "paw"]
+IMAGE_HW = (48, 64)
+
+
+def cameras(names=VIEWS) -> CameraGroup:
+    """Cameras on a circle around the origin, 10 units away, mild radial distortion."""
+    v = len(names)
+    h, w = IMAGE_HW
+    k = np.array([[60.0, 0, (w - 1) / 2], [0, 60.0, (h - 1) / 2], [0, 0, 1]])
+    return CameraGroup(
+        names=list(names),
+        sizes=np.tile([w, h], (v, 1)),
+        intrinsics=np.tile(k, (v, 1, 1)),
+        distortions=np.tile([-0.05, 0.01, 0.0, 0.0, 0.0], (v, 1)),
+        rotations=np.stack([[0.0, a, 0.0] for a in np.linspace(-0.6, 0.6, v)]),
+        translations=np.tile([0.0, 0.0, 10.0], (v, 1)),
+    )
+
+
+def make_project(root: Path, n: int = 6, session: str = "s1", calibrate: bool = True):
+    """Synthetic project: exact projections of random 3D points; returns (points, kp)."""
+    points = np.random.default_rng(0).uniform(-1.5, 1.5, size=(n, len(KEYPOINTS), 3))
+    cams = cameras().to_tensors(dtype=torch.float64)
+    kp = project_points(
+        torch.as_tensor(points), cams.intrinsics, cams.extrinsics, cams.distortions
+    ).numpy()  # (n, V, K, 2)
+    for v, view in enumerate(VIEWS):
+        (root / "labeled-data" / f"{session}_{view}").mkdir(parents=True, exist_ok=True)
+        paths = [f"labeled-data/{session}_{view}/img{i:04d}.png" for i in range(n)]
+        for p in paths:
+            Image.fromarray(np.full((*IMAGE_HW, 3), 40 * v, np.uint8)).save(root / p)
+        write_keypoints_csv(root / f"CollectedData_{view}.csv", paths, KEYPOINTS, kp[:, v])
+    if calibrate:
+        save_calibration(cameras(), root / "calibration.toml")
+    return points, kp
+
+
+def make_config(root: Path, training=None, **data) -> MvConfig:
+    values = {
+        "data_dir": str(root),
+        "csv_file": [f"CollectedData_{v}.csv" for v in VIEWS],
+        "view_names": VIEWS,
+        "image_resize_dims": {"height": 32, "width": 32},
+        **data,
+    }
+    return MvConfig.model_validate({"data": values, "training": training or {}})
+
+
+def edit_lines(path: Path, edit) -> None:
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(edit(lines)) + "\n")
+
+
+# ----------------------------------------------------------------------------- mouse4cam
+
+
+@pytest.mark.skipif(not MOUSE4CAM.is_dir(), reason="mouse4cam data not available")
+def test_loads_mouse4cam():
+    config = MvConfig.model_validate(
+        {
+            "data": {
+                "data_dir": "../shared/data/mouse4cam",
+                "csv_file": [f"CollectedData_{v}.csv" for v in M4C_VIEWS],
+                "view_names": M4C_VIEWS,
+            },
+            "config_dir": str(Path(__file__).resolve().parents[3]),  # repo root
+        }
+    )
+    project = MultiviewProject.from_config(config)
+    assert len(project) == 60 and project.view_names == M4C_VIEWS
+    assert project.keypoints.shape == (60, 4, 15, 2) and project.num_keypoints == 15
+    assert project.sessions == ["minimal"] * 60
+    assert project.has_calibration and len(project.calibrations) == 1
+    assert project.calibration_files[0].name == "calibration.toml"
+    assert project.calibrations[0].names == M4C_VIEWS
+    np.testing.assert_array_equal(project.image_sizes, np.broadcast_to([1024, 1280], (60, 4, 2)))
+    np.testing.assert_array_equal(project.bboxes[5, 2], [0, 0, 1024, 1280])
+    missing = np.isnan(project.keypoints[..., 0]).sum(axis=(0, 2))
+    assert missing.tolist() == [194, 0, 116, 0]
+    # uniform_heatmaps_for_nan_keypoints defaults to true -> code 1 for missing labels
+    assert (project.visibility == 1).sum() == 310 and (project.visibility == 2).sum() == 3290
+    assert project.image_paths[3][1] == "labeled-data/minimal_mid/img0006.jpg"
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_project_loads_with_frame_coordinates(tmp_path):
+    _, kp = make_project(tmp_path)
+    project = MultiviewProject.from_config(make_config(tmp_path))
+    assert len(project) == 6 and project.keypoint_names == KEYPOINTS
+    np.testing.assert_array_equal(project.keypoints, kp)
+    assert (project.visibility == 2).all() and project.visibility.dtype == np.int64
+    assert project.sessions == ["s1"] * 6 and project.has_calibration
+    assert project.calibration_index.tolist() == [0] * 6
+    assert project.image_file(2, 1) == tmp_path / "labeled-data/s1_b/img0002.png"
+
+
+def test_relative_data_dir_resolves_against_config_dir(tmp_path):
+    make_project(tmp_path / "proj")
+    config = make_config(tmp_path / "proj", data_dir="proj")
+    config.config_dir = str(tmp_path)
+    assert MultiviewProject.from_config(config).root == (tmp_path / "proj").resolve()
+
+
+def test_different_row_counts(tmp_path):
+    make_project(tmp_path)
+    edit_lines(tmp_path / "CollectedData_b.csv", lambda lines: lines[:-1])
+    with pytest.raises(DataError, match="different numbers of rows") as info:
+        MultiviewProject.from_config(make_config(tmp_path))
+    assert "CollectedData_a.csv has 6" in str(info.value)
+    assert "CollectedData_b.csv has 5" in str(info.value)
+
+
+def test_different_keypoint_names(tmp_path):
+    make_project(tmp_path)
+    edit_lines(
+        tmp_path / "CollectedData_c.csv", lambda ls: [ls[0], ls[1].replace("ear", "EAR")] + ls[2:]
+    )
+    with pytest.raises(DataError, match=r"CollectedData_c\.csv: keypoint names"):
+        MultiviewProject.from_config(make_config(tmp_path))
+
+
+def test_keypoint_order_must_match(tmp_path):
+    make_project(tmp_path)
+
+    def swap(lines):
+        lines[1] = lines[1].replace("nose", "TMP").replace("ear", "nose").replace("TMP", "ear")
+        return lines
+
+    edit_lines(tmp_path / "CollectedData_b.csv", swap)
+    with pytest.raises(DataError, match="same keypoints in the same order"):
+        MultiviewProject.from_config(make_config(tmp_path))
+
+
+def test_row_must_be_the_same_image_in_every_view(tmp_path):
+    make_project(tmp_path)
+    src = tmp_path / "labeled-data/s1_b/img0003.png"
+    shutil.copy(src, src.with_name("img9999.png"))
+    edit_lines(
+        tmp_path / "CollectedData_b.csv", lambda ls: [x.replace("img0003", "img9999") for x in ls]
+    )
+    with pytest.raises(DataError) as info:
+        MultiviewProject.from_config(make_config(tmp_path))
+    message = str(info.value)
+    assert "CollectedData_b.csv, line 7" in message and "img9999.png" in message
+
+
+def test_missing_image_is_named_with_its_csv_row(tmp_path):
+    make_project(tmp_path)
+    (tmp_path / "labeled-data/s1_c/img0004.png").unlink()
+    with pytest.raises(DataError, match="not found") as info:
+        MultiviewProject.from_config(make_config(tmp_path))
+    assert "CollectedData_c.csv, line 8 (labeled-data/s1_c/img0004.png)" in str(info.value)
+
+
+def test_config_keypoints_and_views_must_match(tmp_path):
+    make_project(tmp_path)
+    with pytest.raises(DataError, match=r"data.keypoint_names .*CollectedData_a\.csv"):
+        MultiviewProject.from_config(make_config(tmp_path, keypoint_names=["x", "y", "z", "w"]))
+    with pytest.raises(DataError, match="data.num_keypoints is 3"):
+        MultiviewProject.from_config(make_config(tmp_path, num_keypoints=3))
+    with pytest.raises(DataError, match="data.view_names has 0 entries"):
+        MultiviewProject.from_config(make_config(tmp_path, view_names=[]))
+
+
+def test_visible_column_and_nan_policy(tmp_path):
+    make_project(tmp_path)
+    path = tmp_path / "CollectedData_a.csv"
+
+    def add_visible(lines):
+        out = []
+        for i, line in enumerate(lines):
+            cells = line.split(",")
+            head, pairs = cells[0], [cells[1 + 2 * k : 3 + 2 * k] for k in range(4)]
+            extra = ["me" if i == 0 else (kp[0] if i == 1 else "visible") for kp in pairs]
+            if i >= 3:
+                extra = ["2", "0", "1", ""]  # nose 2, ear 0 (occluded), tail 1 with xy, paw ?
+            out.append(",".join([head] + [c for p, e in zip(pairs, extra) for c in (*p, e)]))
+        return out
+
+    edit_lines(path, add_visible)
+    with pytest.warns(UserWarning, match="visible=1 and coordinates"):
+        project = MultiviewProject.from_config(make_config(tmp_path))
+    assert project.visibility[:, 0].tolist() == [[2, 0, 1, 2]] * 6
+    assert np.isfinite(project.keypoints[:, 0, 1]).all()  # occluded but located: kept
+    assert np.isnan(project.keypoints[:, 0, 2]).all()  # visible=1: coordinates ignored
+
+
+def test_nan_labels_give_code_1_or_0(tmp_path):
+    _, kp = make_project(tmp_path)
+    kp[2, 1, 3] = np.nan
+    paths = [f"labeled-data/s1_b/img{i:04d}.png" for i in range(6)]
+    write_keypoints_csv(tmp_path / "CollectedData_b.csv", paths, KEYPOINTS, kp[:, 1])
+    assert MultiviewProject.from_config(make_config(tmp_path)).visibility[2, 1, 3] == 1
+    config = make_config(tmp_path, training={"uniform_heatmaps_for_nan_keypoints": False})
+    assert MultiviewProject.from_config(config).visibility[2, 1, 3] == 0
+
+
+def test_bbox_files_map_crop_labels_to_frame(tmp_path):
+    _, kp = make_project(tmp_path)  # images are 48 x 64; say each is a 2x downscaled crop
+    bbox = np.array([100.0, 50.0, 96.0, 128.0])  # x, y, h, w in the frame
+    for view in VIEWS:
+        rows = [f"labeled-data/s1_{view}/img{i:04d}.png,100,50,96,128" for i in range(6)]
+        (tmp_path / f"bboxes_{view}.csv").write_text("\n".join([",x,y,h,w", *rows]) + "\n")
+    config = make_config(tmp_path, bbox_file=[f"bboxes_{v}.csv" for v in VIEWS])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # calibration is of the crops here; not the point
+        project = MultiviewProject.from_config(config)
+    np.testing.assert_array_equal(project.bboxes, np.broadcast_to(bbox, (6, 3, 4)))
+    np.testing.assert_allclose(project.keypoints, (kp + 0.5) * 2 - 0.5 + [100, 50])
+
+    edit_lines(tmp_path / "bboxes_b.csv", lambda ls: [ls[0], ls[2], ls[1], *ls[3:]])
+    with pytest.raises(DataError, match=r"bboxes_b\.csv, row 1 .* must match the label rows"):
+        MultiviewProject.from_config(config)
+
+
+def test_calibration_is_reordered_by_camera_name(tmp_path):
+    make_project(tmp_path)
+    group = cameras()
+    save_calibration(group.select(["c", "a", "b"]), tmp_path / "calibration.toml")
+    project = MultiviewProject.from_config(make_config(tmp_path))
+    assert project.calibrations[0].names == VIEWS
+    np.testing.assert_array_equal(project.calibrations[0].rotations, group.rotations)
+
+
+def test_calibration_with_wrong_names_or_too_few_cameras(tmp_path):
+    make_project(tmp_path)
+    renamed = cameras(["a", "b", "x"])
+    save_calibration(renamed, tmp_path / "calibration.toml")
+    with pytest.raises(DataError, match=r"calibration\.toml: camera names \['a', 'b', 'x'\]"):
+        MultiviewProject.from_config(make_config(tmp_path))
+    save_calibration(cameras().select(["a", "b"]), tmp_path / "calibration.toml")
+    with pytest.raises(DataError, match=r"calibration\.toml: .*\(2 cameras\).*missing \['c'\]"):
+        MultiviewProject.from_config(make_config(tmp_path))
+
+
+def test_extra_cameras_are_dropped(tmp_path):
+    """Documented fallback: a rig file with more cameras than views is subset by name."""
+    make_project(tmp_path)
+    save_calibration(cameras(["a", "b", "c", "d"]), tmp_path / "calibration.toml")
+    project = MultiviewProject.from_config(make_config(tmp_path))
+    assert project.calibrations[0].names == VIEWS
+
+
+def test_session_calibrations_and_partial_calibration(tmp_path):
+    make_project(tmp_path, n=4, session="s1", calibrate=False)
+    make_project(tmp_path / "other", n=4, session="s2", calibrate=False)
+    for view in VIEWS:  # merge the two sessions into one project
+        lines = (tmp_path / "other" / f"CollectedData_{view}.csv").read_text().splitlines()
+        with open(tmp_path / f"CollectedData_{view}.csv", "a") as handle:
+            handle.write("\n".join(lines[3:]) + "\n")
+        shutil.copytree(
+            tmp_path / f"other/labeled-data/s2_{view}", tmp_path / f"labeled-data/s2_{view}"
+        )
+    (tmp_path / "calibrations").mkdir()
+    save_calibration(cameras(), tmp_path / "calibrations" / "s2.toml")
+    with pytest.warns(UserWarning, match="4 of 8 rows have no calibration"):
+        project = MultiviewProject.from_config(make_config(tmp_path))
+    assert project.sessions == ["s1"] * 4 + ["s2"] * 4
+    assert project.calibration_index.tolist() == [-1] * 4 + [0] * 4
+    assert not project.has_calibration
+    cams = project.row_cameras()
+    assert torch.equal(cams.intrinsics[0], torch.eye(3, dtype=torch.float64).expand(3, 3, 3))
+
+    save_calibration(cameras(), tmp_path / "calibration.toml")  # root fallback for s1
+    project = MultiviewProject.from_config(make_config(tmp_path))
+    assert project.has_calibration and project.calibration_index.tolist() == [0] * 4 + [1] * 4
+    assert [p.name for p in project.calibration_files] == ["calibration.toml", "s2.toml"]
+
+
+def test_calibration_file_option_and_camera_params_file(tmp_path):
+    make_project(tmp_path, calibrate=False)
+    project = MultiviewProject.from_config(make_config(tmp_path))
+    assert project.calibrations == [] and (project.calibration_index == -1).all()
+    save_calibration(cameras(), tmp_path / "rig.toml")
+    project = MultiviewProject.from_config(make_config(tmp_path, calibration_file="rig.toml"))
+    assert project.has_calibration and project.calibration_files == [tmp_path / "rig.toml"]
+    with pytest.raises(DataError, match="data.calibration_file not found"):
+        MultiviewProject.from_config(make_config(tmp_path, calibration_file="nope.toml"))
+
+    rows = [f"labeled-data/s1_a/img{i:04d}.png,rig.toml" for i in range(5)]  # row 5 missing
+    (tmp_path / "calibrations.csv").write_text("\n".join([",file", *rows]) + "\n")
+    with pytest.warns(UserWarning, match="1 of 6 rows have no calibration"):
+        project = MultiviewProject.from_config(
+            make_config(tmp_path, camera_params_file="calibrations.csv")
+        )
+    assert project.calibration_index.tolist() == [0] * 5 + [-1]
