@@ -1,0 +1,459 @@
+"""The multi-view transformer (MVT) backbone: one timm ViT attending across all camera views.
+
+Every view is cut into 16x16 patches; the patch tokens of all views, each tagged with a learned
+view embedding, form one sequence, so every block attends within and across views. The
+features of each view then go through a heatmap head to one heatmap per keypoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field, ValidationError
+from torch import nn
+
+from mv_vit.head import HeatmapHead, spatial_softmax
+from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches
+from mv_vit.variants import VARIANTS, ViTVariant, get_variant
+from mvcore.errors import ConfigError
+from mvcore.models.base import Backbone, BackboneParams
+
+logger = logging.getLogger(__name__)
+
+#: keys that wrap a state dict inside a checkpoint file, tried in order
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "teacher")
+
+
+class MultiviewTransformerParams(BackboneParams):
+    """``model.backbone_params`` of ``heatmap_multiview_transformer`` (all optional).
+
+    Architecture overrides (``embed_dim``, ``depth``, ``num_heads``) are meant for from-scratch
+    models; with hub pretrained weights they must match the variant.
+    """
+
+    embed_dim: int | None = Field(default=None, gt=0)
+    depth: int | None = Field(default=None, gt=0)
+    num_heads: int | None = Field(default=None, gt=0)
+    drop_path_rate: float | None = Field(default=None, ge=0.0, lt=1.0)
+    #: width of the intermediate head deconvolutions (ds = 1); default: num_keypoints
+    deconv_channels: int | None = Field(default=None, gt=0)
+    #: recompute block activations in backward: less memory, ~30% slower steps
+    grad_checkpointing: bool = False
+
+
+def _resolve_path(config: Any, path: str) -> tuple[Path, list[Path]]:
+    """The checkpoint path (as given / under the config's folder) and every path tried."""
+    given = Path(path).expanduser()
+    tried = [given]
+    if not given.is_absolute() and getattr(config, "config_dir", None):
+        tried.append(Path(config.config_dir) / given)
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate, tried
+    return given, tried
+
+
+def _check_config(config: Any, params: MultiviewTransformerParams) -> ViTVariant:
+    """Every config check that does not need the views list; raises one ConfigError."""
+    problems: list[str] = []
+    variant: ViTVariant | None = None
+    try:
+        variant = get_variant(config.model.backbone)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    dims = config.data.image_resize_dims
+    if dims.height != dims.width or dims.height % 16 or dims.height <= 0:
+        problems.append(
+            f"data.image_resize_dims: the multi-view transformer needs a square size that is a "
+            f"multiple of 16 (the ViT patch size), got height={dims.height}, width={dims.width}"
+        )
+    if config.model.head != "heatmap_cnn":
+        problems.append(
+            f"model.head: the multi-view transformer supports only 'heatmap_cnn', "
+            f"got {config.model.head!r}"
+        )
+    if variant is not None:
+        embed_dim = params.embed_dim or variant.embed_dim
+        num_heads = params.num_heads or variant.num_heads
+        if embed_dim % num_heads:
+            problems.append(
+                f"model.backbone_params: embed_dim {embed_dim} is not divisible by num_heads "
+                f"{num_heads}"
+            )
+        if embed_dim % 4:
+            problems.append(
+                f"model.backbone_params.embed_dim: must be divisible by 4 (the head's "
+                f"PixelShuffle), got {embed_dim}"
+            )
+        uses_hub = config.model.backbone_pretrained and not config.model.backbone_checkpoint
+        if not variant.is_scratch and uses_hub:
+            for key in ("embed_dim", "depth", "num_heads"):
+                value = getattr(params, key)
+                if value is not None and value != getattr(variant, key):
+                    problems.append(
+                        f"model.backbone_params.{key}: {value} differs from {variant.name}'s "
+                        f"{getattr(variant, key)}, which its pretrained weights fix; set "
+                        "model.backbone_pretrained: false or use a *_scratch backbone"
+                    )
+    if config.model.backbone_checkpoint:
+        path, tried = _resolve_path(config, config.model.backbone_checkpoint)
+        if not path.is_file():
+            problems.append(
+                f"model.backbone_checkpoint: file not found: {config.model.backbone_checkpoint} "
+                f"(tried {', '.join(str(p) for p in tried)})"
+            )
+    try:
+        PatchMaskSchedule.from_config(config.training.patch_mask).check()
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    assert variant is not None
+    return variant
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or weights-only torch checkpoint, unwrapped."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ConfigError(
+                f"model.backbone_checkpoint: reading {path} needs the safetensors package "
+                "(pip install safetensors), or save the weights with torch.save"
+            ) from None
+        try:
+            obj: Any = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any read failure is a bad file
+            raise ConfigError(f"model.backbone_checkpoint: cannot read {path}: {exc}") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(
+                f"model.backbone_checkpoint: cannot read {path} as a weights-only torch "
+                f"checkpoint (a state dict of tensors): {exc}"
+            ) from None
+    for _ in range(3):
+        if not isinstance(obj, dict):
+            break
+        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        raise ConfigError(
+            f"model.backbone_checkpoint: {path} holds a {type(obj).__name__}, not a state dict"
+        )
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Drop the key prefix (``module.``, ``backbone.vit.``, ...) that matches most model keys."""
+    counts: Counter[str] = Counter()
+    for key in state:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[:i]) + "." if i else ""
+            if key[len(prefix) :] in model_keys:
+                counts[prefix] += 1
+    if not counts:
+        return state
+    best = max(counts, key=lambda p: (counts[p], -len(p)))
+    return {k[len(best) :]: v for k, v in state.items() if k.startswith(best)}
+
+
+def load_vit_checkpoint(vit: nn.Module, path: Path) -> dict[str, int]:
+    """Load a local state dict into a timm ViT, non-strictly, and report what matched.
+
+    Common prefixes are stripped, patch/position embeddings resampled by timm when their size
+    differs (e.g. a DINOv2 patch-14 checkpoint), tensors of the wrong shape skipped. Missing,
+    unexpected and skipped counts are logged, and warned about when non-zero. Returns them.
+    """
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    model_state = vit.state_dict()
+    state = _strip_prefix(_read_state_dict(path), set(model_state))
+    try:
+        state = checkpoint_filter_fn(state, vit)
+    except Exception as exc:  # noqa: BLE001 - resampling is best effort; shapes are checked below
+        logger.debug("timm checkpoint_filter_fn failed on %s: %s", path, exc)
+    mismatched = [
+        k for k, v in state.items() if k in model_state and v.shape != model_state[k].shape
+    ]
+    state = {k: v for k, v in state.items() if k not in mismatched}
+    result = vit.load_state_dict(state, strict=False)
+    report = {
+        "loaded": len(state) - len(result.unexpected_keys),
+        "missing": len(result.missing_keys),
+        "unexpected": len(result.unexpected_keys),
+        "shape_mismatch": len(mismatched),
+    }
+    if report["loaded"] == 0:
+        raise ConfigError(
+            f"model.backbone_checkpoint: no tensor of {path} matches the ViT of this backbone "
+            f"(e.g. {', '.join(list(model_state)[:3])}); is it the right architecture?"
+        )
+    message = (
+        f"model.backbone_checkpoint {path}: loaded {report['loaded']} tensors, "
+        f"{report['missing']} missing, {report['unexpected']} unexpected, "
+        f"{report['shape_mismatch']} skipped for shape"
+    )
+    logger.info(message)
+    if report["missing"] or report["unexpected"] or report["shape_mismatch"]:
+        details = [
+            f"missing e.g. {result.missing_keys[:3]}" if result.missing_keys else "",
+            f"unexpected e.g. {result.unexpected_keys[:3]}" if result.unexpected_keys else "",
+            f"shape mismatch e.g. {mismatched[:3]}" if mismatched else "",
+        ]
+        warnings.warn(f"{message} ({'; '.join(d for d in details if d)})", stacklevel=2)
+    return report
+
+
+def build_vit(
+    variant: ViTVariant,
+    params: MultiviewTransformerParams,
+    image_size: int,
+    pretrained: bool,
+    checkpoint: Path | None,
+) -> nn.Module:
+    """The timm ViT of ``variant`` for ``image_size`` inputs (other multiples of 16 work too).
+
+    Hub weights are downloaded when ``pretrained`` (hub variants only) and no ``checkpoint`` is
+    given; a ``checkpoint`` is loaded into a randomly initialised model."""
+    import timm
+
+    kwargs: dict[str, Any] = {
+        "img_size": image_size,
+        "patch_size": variant.patch_size,
+        "dynamic_img_size": True,
+        "num_classes": 0,
+    }
+    for key in ("embed_dim", "depth", "num_heads"):
+        value = getattr(params, key)
+        if value is not None or variant.is_scratch:
+            kwargs[key] = value if value is not None else getattr(variant, key)
+    if params.drop_path_rate is not None:
+        kwargs["drop_path_rate"] = params.drop_path_rate
+    if pretrained and not variant.is_scratch and checkpoint is None:
+        try:
+            vit = timm.create_model(variant.hub_name, pretrained=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - offline, hub or cache errors all end here
+            raise ConfigError(
+                f"model.backbone_pretrained: could not get the pretrained weights of "
+                f"{variant.name!r} (timm {variant.hub_name!r}) from the Hugging Face hub: "
+                f"{type(exc).__name__}: {exc}\n"
+                "This machine may have no internet/hub access. Either download the weights "
+                "elsewhere and set model.backbone_checkpoint: /path/to/weights.(pth|safetensors), "
+                "or train from random weights with model.backbone_pretrained: false (or a "
+                "*_scratch backbone)."
+            ) from exc
+    else:
+        vit = timm.create_model(variant.timm_name, pretrained=False, **kwargs)
+    if checkpoint is not None:
+        load_vit_checkpoint(vit, checkpoint)
+    if params.grad_checkpointing:
+        vit.set_grad_checkpointing(True)
+    return vit
+
+
+class MultiviewTransformer(Backbone):
+    """Multi-view transformer: ``images (B, V, 3, H, W) -> heatmaps (B, V, K, h, w)``.
+
+    ``h = H / 2**ds``; every heatmap is a spatial softmax. Images are ImageNet-normalised,
+    square, with a side that is a multiple of 16.
+
+    Variants (``model.backbone``): see ``mv_vit.variants.VARIANTS``. Hub variants load timm's
+    pretrained weights when ``model.backbone_pretrained`` (no ``model.backbone_checkpoint``);
+    ``*_scratch`` variants have no pretrained weights and ignore ``backbone_pretrained``.
+    ``model.backbone_checkpoint`` loads a local state dict into any variant.
+
+    Memory: attention is quadratic in the sequence length ``V * n`` with ``n = (H/16)**2``
+    (2 views at 256x256 -> 512 tokens; 4 views at 384x384 -> 2304 tokens, ~20x the attention
+    memory). ``backbone_params.grad_checkpointing`` trades compute for activation memory.
+
+    Patch masking (``training.patch_mask``) is applied inside ``forward`` in training mode, at
+    the ratio set by the last ``set_progress`` call, to every training batch.
+    """
+
+    name: ClassVar[str] = "heatmap_multiview_transformer"
+    Params: ClassVar[type[BackboneParams]] = MultiviewTransformerParams
+
+    def __init__(
+        self,
+        config: Any,
+        params: MultiviewTransformerParams,
+        num_views: int,
+        num_keypoints: int,
+    ) -> None:
+        super().__init__(config, params, num_views, num_keypoints)
+        variant = _check_config(config, params)
+        if num_views < 2:
+            raise ConfigError(
+                f"data.view_names: the multi-view transformer needs >= 2 views, got {num_views}"
+            )
+        if num_keypoints < 1:
+            raise ConfigError(f"data.num_keypoints: must be >= 1, got {num_keypoints}")
+        self.variant = variant
+        self.patch_size = variant.patch_size
+        self.downsample_factor = int(config.data.downsample_factor)
+        seed = int(config.training.rng_seed_model_pt)
+        checkpoint = None
+        if config.model.backbone_checkpoint:
+            checkpoint, _ = _resolve_path(config, config.model.backbone_checkpoint)
+        # seeded, without disturbing the caller's RNG: the same config builds the same network
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.vit = build_vit(
+                variant,
+                params,
+                config.data.image_resize_dims.height,
+                bool(config.model.backbone_pretrained),
+                checkpoint,
+            )
+            # class/register tokens are dropped after position embedding, so they never reach
+            # the output; freezing them keeps DDP free of unused trainable parameters
+            for token_name in ("cls_token", "reg_token"):
+                token = getattr(self.vit, token_name, None)
+                if isinstance(token, nn.Parameter):
+                    token.requires_grad_(False)
+            embed_dim = int(self.vit.embed_dim)
+            self.head = HeatmapHead(
+                embed_dim,
+                num_keypoints,
+                self.patch_size,
+                self.downsample_factor,
+                deconv_channels=params.deconv_channels,
+            )
+        generator = torch.Generator().manual_seed(seed)
+        self.view_embeddings = nn.Parameter(
+            torch.randn(num_views, embed_dim, generator=generator) * 0.02
+        )
+        self.mask_schedule = PatchMaskSchedule.from_config(config.training.patch_mask)
+        self.mask_seed = seed
+        #: current masking ratio (set by ``set_progress``; 0 until then)
+        self.patch_mask_ratio = 0.0
+        self._mask_step = -1
+        self._mask_calls = 0
+
+    @classmethod
+    def validate_config(cls, config: Any) -> MultiviewTransformerParams:
+        """Check every MVT key without building the network; returns the params."""
+        from mvcore.config.load import format_validation_error
+
+        try:
+            params = MultiviewTransformerParams.model_validate(config.model.backbone_params)
+        except ValidationError as exc:
+            raise ConfigError(
+                format_validation_error(
+                    exc, MultiviewTransformerParams, prefix="model.backbone_params"
+                )
+            ) from None
+        problems = []
+        try:
+            _check_config(config, params)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if len(config.data.view_names) < 2:
+            problems.append(
+                "data.view_names: the multi-view transformer needs >= 2 views, got "
+                f"{config.data.view_names!r}"
+            )
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return params
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``images (B, V, 3, H, W) -> tokens (B, V, n, D)`` and the patch grid ``(H/16, W/16)``.
+
+        Patch embedding and (resampled) position embedding of the timm ViT, prefix tokens
+        (class, registers) dropped, plus the view embedding of each view."""
+        batch, views = images.shape[:2]
+        x = self.vit.patch_embed(images.flatten(0, 1))  # (B*V, gh, gw, D) with dynamic size
+        if x.ndim == 4:
+            grid = (int(x.shape[1]), int(x.shape[2]))
+        else:
+            grid = tuple(int(g) for g in self.vit.patch_embed.grid_size)
+        x = self.vit._pos_embed(x)[:, self.vit.num_prefix_tokens :]  # (B*V, n, D)
+        x = x.reshape(batch, views, grid[0] * grid[1], -1)
+        return x + self.view_embeddings[None, :, None, :], grid
+
+    def encode(self, tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ViT blocks + final norm on one token sequence ``(B, S, D) -> (B, S, D)``.
+
+        ``attn_mask (S, S)`` bool (True = may attend) restricts attention, e.g. to block
+        cross-view attention in ablations."""
+        x = self.vit.norm_pre(tokens)
+        if attn_mask is not None:
+            for block in self.vit.blocks:
+                x = block(x, attn_mask=attn_mask)
+        elif self.vit.grad_checkpointing and torch.is_grad_enabled():
+            from timm.models import checkpoint_seq
+
+            x = checkpoint_seq(self.vit.blocks, x)
+        else:
+            x = self.vit.blocks(x)
+        return self.vit.norm(x)
+
+    def decode(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``features (B, V, n, D) -> heatmaps (B, V, K, h, w)`` (spatial softmax)."""
+        batch, views, _, dim = features.shape
+        x = features.flatten(0, 1).transpose(1, 2).reshape(batch * views, dim, *grid)
+        logits = self.head(x)  # (B*V, K, h, w)
+        return spatial_softmax(logits).view(batch, views, *logits.shape[1:])
+
+    def cross_view_block_mask(self, views: int, tokens_per_view: int, device: Any) -> torch.Tensor:
+        """``(V*n, V*n)`` bool attention mask allowing attention only within each view."""
+        view_of_token = torch.arange(views, device=device).repeat_interleave(tokens_per_view)
+        return view_of_token[:, None] == view_of_token[None, :]
+
+    def forward(
+        self, images: torch.Tensor, block_cross_view_attention: bool = False
+    ) -> torch.Tensor:
+        """``images (B, V, 3, H, W) -> heatmaps (B, V, K, h, w)``.
+
+        In training mode with a positive ``patch_mask_ratio`` random patches are zeroed first.
+        ``block_cross_view_attention`` (diagnostics only) lets each view attend only to itself.
+        """
+        if images.ndim != 5 or images.shape[1] != self.num_views:
+            raise ValueError(
+                f"expected images (B, {self.num_views}, 3, H, W), got {tuple(images.shape)}"
+            )
+        if self.training and self.patch_mask_ratio > 0.0:
+            generator = mask_generator(self.mask_seed, max(self._mask_step, 0), self._mask_calls)
+            self._mask_calls += 1
+            images, _ = mask_patches(images, self.patch_mask_ratio, self.patch_size, generator)
+        tokens, grid = self.embed(images)  # (B, V, n, D)
+        batch, views, n, dim = tokens.shape
+        mask = None
+        if block_cross_view_attention:
+            mask = self.cross_view_block_mask(views, n, images.device)
+        features = self.encode(tokens.reshape(batch, views * n, dim), attn_mask=mask)
+        return self.decode(features.view(batch, views, n, dim), grid)
+
+    # ------------------------------------------------------------------ trainer hooks
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``backbone`` (the ViT; frozen until unfreezing), ``head``, ``view_embeddings``."""
+        return {
+            "backbone": [p for p in self.vit.parameters() if p.requires_grad],
+            "head": list(self.head.parameters()),
+            "view_embeddings": [self.view_embeddings],
+        }
+
+    def set_progress(self, epoch: int, global_step: int, steps_per_epoch: int) -> dict[str, float]:
+        """Set the patch-masking ratio for the coming batch; returns it for logging."""
+        ratio = self.mask_schedule.ratio(global_step, steps_per_epoch, epoch)
+        if global_step != self._mask_step:
+            self._mask_step = global_step
+            self._mask_calls = 0
+        self.patch_mask_ratio = ratio
+        return {"patch_mask_ratio": ratio}
+
+
+__all__ = ["VARIANTS", "MultiviewTransformer", "MultiviewTransformerParams", "load_vit_checkpoint"]
