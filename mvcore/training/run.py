@@ -8,6 +8,7 @@ Model directory contents: ``config.yaml`` (resolved), ``plugins.json`` (versions
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import warnings
@@ -112,6 +113,7 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
     module = MultiviewPoseModule(config, components, context, data_module=data_module)
 
     _save_run_info(config, components, model_dir, __version__)
+    (model_dir / "context.json").write_text(json.dumps(dataclasses.asdict(context), indent=2))
     baseline = _baseline_metrics(module, data_module, project) if not resume else {}
 
     callbacks: list[Any] = [
