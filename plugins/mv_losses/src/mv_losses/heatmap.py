@@ -1,10 +1,15 @@
-"""Supervised heatmap losses: compare predicted and target heatmaps of labelled keypoints."""
+"""Supervised heatmap losses: compare predicted and target heatmaps of labelled keypoints.
+
+All three share ``HeatmapLoss``: maps whose target is NaN or all zero (no label) are dropped,
+one value per remaining keypoint map is averaged, and the loss is never annealed.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from kornia.losses import js_div_loss_2d, kl_div_loss_2d
 
 from mvcore.losses.base import LogList, Loss, LossParams, Stage
 
@@ -56,3 +61,37 @@ class HeatmapMSELoss(HeatmapLoss):
     def compute_loss(self, targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
         h, w = targets.shape[-2:]
         return (targets - predictions) ** 2 * (h * w)
+
+
+#: added to both maps before the divergences so that a zero in the prediction where the target
+#: has mass gives a large finite value instead of ``inf`` (as Lightning Pose)
+_DIVERGENCE_FLOOR = 1e-10
+
+
+class HeatmapKLLoss(HeatmapLoss):
+    """``KL(target || pred) = sum_pix t (log t - log p)`` per valid keypoint map (kornia)."""
+
+    loss_name = "heatmap_kl"
+
+    def compute_loss(self, targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        """``(N_valid, h, w)`` maps -> ``(N_valid,)`` divergences in nats."""
+        return kl_div_loss_2d(
+            predictions.unsqueeze(0) + _DIVERGENCE_FLOOR,
+            targets.unsqueeze(0) + _DIVERGENCE_FLOOR,
+            reduction="none",
+        )[0]
+
+
+class HeatmapJSLoss(HeatmapLoss):
+    """Jensen-Shannon divergence ``KL(t || m) / 2 + KL(p || m) / 2``, ``m = (t + p) / 2``, per
+    valid keypoint map (kornia); symmetric and bounded by ``ln 2``."""
+
+    loss_name = "heatmap_js"
+
+    def compute_loss(self, targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        """``(N_valid, h, w)`` maps -> ``(N_valid,)`` divergences in nats."""
+        return js_div_loss_2d(
+            predictions.unsqueeze(0) + _DIVERGENCE_FLOOR,
+            targets.unsqueeze(0) + _DIVERGENCE_FLOOR,
+            reduction="none",
+        )[0]

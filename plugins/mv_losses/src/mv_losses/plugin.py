@@ -5,6 +5,14 @@ from mvcore import hookimpl
 
 LOSSES = {
     "heatmap_mse": "mv_losses.heatmap:HeatmapMSELoss",
+    "heatmap_kl": "mv_losses.heatmap:HeatmapKLLoss",
+    "heatmap_js": "mv_losses.heatmap:HeatmapJSLoss",
+    "pca_singleview": "mv_losses.pca:PCASingleviewLoss",
+    "pca_multiview": "mv_losses.pca:PCAMultiviewLoss",
+    "temporal": "mv_losses.temporal:TemporalLoss",
+    "supervised_pairwise_projections": "mv_losses.projection:PairwiseProjectionsLoss",
+    "supervised_reprojection_heatmap_mse": "mv_losses.projection:ReprojectionHeatmapLoss",
+    "multiview_reprojection": "mv_losses.consistency:MultiviewReprojectionLoss",
 }
 
 

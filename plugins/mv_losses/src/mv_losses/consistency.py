@@ -1,0 +1,106 @@
+"""Unsupervised multi-view consistency: predictions on unlabelled frames must agree in 3D.
+
+``multiview_reprojection`` triangulates each keypoint from all confident views (DLT, weighted
+by the confidences), projects the 3D point back into those views and penalises the pixel
+distance to the 2D predictions, beyond an epsilon. Views that agree on one 3D point cost
+nothing; a view whose prediction is off the others' epipolar constraint is pulled back.
+It needs calibrated cameras but no labels, so it complements the supervised 3D losses on
+unlabelled video (the public implementation has no unsupervised loss for multi-view models).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from mvcore.geometry import reprojection_error, triangulate
+from mvcore.losses.base import LogList, Loss, LossParams, Stage
+
+
+class MultiviewReprojectionParams(LossParams):
+    log_weight: float | None = 0.0
+    #: pixels (frame); errors below it cost nothing (calibration and labelling noise)
+    epsilon: float | list[float] | None = 5.0
+    #: views whose confidence is below this take no part (triangulation nor error)
+    prob_threshold: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class MultiviewReprojectionLoss(Loss):
+    """Epsilon-insensitive reprojection error of confidence-weighted triangulations.
+
+    Inputs: ``keypoints_pred (B, 2N)`` frame pixels (N = V * K, view-major),
+    ``intrinsics (B, V, 3, 3)``, ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)`` (or
+    unbatched ``(V, ...)``) and optional ``confidences (B, N)``. Per ``(b, k)``: the views with
+    confidence >= ``prob_threshold`` and finite predictions are triangulated with the
+    confidences as DLT weights (detached: confidences choose how much each view counts but are
+    not optimised by this loss); each such view's pixel error ``(B, V, K)`` is rectified by
+    epsilon (scalar, or K values, one per body part) and averaged over all valid
+    ``(b, v, k)``. Keypoints with fewer than two valid views are skipped; nothing valid gives a
+    zero that keeps the graph. Gradients reach every used view through the differentiable
+    triangulation. Unsupervised and annealed.
+    """
+
+    loss_name = "multiview_reprojection"
+    Params = MultiviewReprojectionParams
+    supervised = False
+
+    def __init__(
+        self,
+        log_weight: float = 0.0,
+        epsilon: float | list[float] | None = 5.0,
+        prob_threshold: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
+        self.register_buffer("prob_threshold", torch.tensor(float(prob_threshold)))
+
+    def remove_nans(
+        self, points: torch.Tensor, confidences: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, V, K, 2)`` points -> the points with unusable views set to NaN (so that
+        triangulation and error skip them) and the DLT weights ``(B, V, K)``."""
+        usable = torch.isfinite(points).all(-1)
+        if confidences is None:
+            weights = usable.to(points.dtype)
+        else:
+            conf = confidences.detach().reshape(usable.shape).to(points.dtype)
+            usable = usable & (conf >= self.prob_threshold.to(conf.dtype)) & (conf > 0)
+            weights = torch.where(usable, conf, 0.0)
+        points = torch.where(usable[..., None], points, float("nan"))
+        return points, weights
+
+    def compute_loss(
+        self,
+        points: torch.Tensor,
+        weights: torch.Tensor,
+        intrinsics: torch.Tensor,
+        extrinsics: torch.Tensor,
+        distortions: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Pixel reprojection errors ``(B, V, K)``; NaN where a view or the 3D point is missing."""
+        cams = [None if t is None else t.to(points.dtype) for t in (intrinsics, extrinsics)]
+        cams.append(None if distortions is None else distortions.to(points.dtype))
+        points_3d = triangulate(points, *cams, weights=weights)  # (B, K, 3)
+        return reprojection_error(points_3d, points, *cams)
+
+    def __call__(
+        self,
+        keypoints_pred: torch.Tensor,
+        intrinsics: torch.Tensor,
+        extrinsics: torch.Tensor,
+        distortions: torch.Tensor | None = None,
+        confidences: torch.Tensor | None = None,
+        stage: Stage | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, LogList]:
+        num_views = intrinsics.shape[-3]
+        batch = keypoints_pred.shape[0]
+        points = keypoints_pred.reshape(batch, num_views, -1, 2)
+        points, weights = self.remove_nans(points, confidences)
+        errors = self.compute_loss(points, weights, intrinsics, extrinsics, distortions)
+        valid = torch.isfinite(errors)
+        errors = torch.where(valid, errors, 0.0)
+        scalar = self.reduce_loss(self.rectify_epsilon(errors)[valid], method="mean")
+        return self.weight * scalar, self.log_loss(scalar, stage)

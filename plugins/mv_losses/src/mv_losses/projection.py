@@ -1,0 +1,163 @@
+"""Supervised 3D losses of the multi-view transformer (calibrated projects only).
+
+- ``supervised_pairwise_projections``: Euclidean distance between the 3D target of each keypoint
+  and its prediction triangulated from every camera pair.
+- ``supervised_reprojection_heatmap_mse``: the predicted 3D points reprojected into every view
+  are rendered as heatmaps and compared with the target heatmaps exactly like ``heatmap_mse``,
+  so the two losses are on the same scale.
+
+Both are annealed (``callbacks.anneal_weight``), as in Lightning Pose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field, field_validator
+
+from mv_losses.heatmap import HeatmapMSELoss
+from mvcore.data.heatmaps import render_heatmaps
+from mvcore.losses.base import LogList, Loss, LossParams, Stage
+
+
+def _safe_norm(x: torch.Tensor) -> torch.Tensor:
+    """L2 norm over the last axis with a finite (zero) gradient at 0."""
+    sq = (x * x).sum(-1)
+    pos = sq > 0
+    return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
+
+
+class PairwiseProjectionsParams(LossParams):
+    #: the seed documentation's example value (Lightning Pose's class default is 0.0)
+    log_weight: float | None = 0.5
+    #: distances below epsilon (world units; scalar or one value per keypoint) cost nothing
+    epsilon: float | list[float] | None = 0.0
+
+
+class PairwiseProjectionsLoss(Loss):
+    """Mean Euclidean distance between 3D targets and pairwise-triangulated 3D predictions.
+
+    Inputs: ``keypoints_targ_3d (B, K, 3)``, ``keypoints_pred_3d (B, P, K, 3)`` (P camera
+    pairs), world units. Every ``(b, pair, k)`` whose target or prediction has a NaN is
+    dropped; the mean runs over the rest, and is a zero that keeps the graph (finite
+    gradients) when nothing is valid.
+    """
+
+    loss_name = "supervised_pairwise_projections"
+    Params = PairwiseProjectionsParams
+
+    def __init__(self, log_weight: float = 0.5, epsilon: Any = 0.0, **kwargs: Any) -> None:
+        super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
+
+    def remove_nans(
+        self, targets: torch.Tensor, predictions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Broadcast ``(B, K, 3)`` targets against ``(B, P, K, 3)`` predictions, replace missing
+        entries by zeros (so no NaN reaches the backward pass) -> both ``(B, P, K, 3)`` and the
+        validity mask ``(B, P, K)``."""
+        targets = targets.unsqueeze(1).expand_as(predictions)
+        valid = torch.isfinite(targets).all(-1) & torch.isfinite(predictions).all(-1)
+        keep = valid[..., None]
+        targets = torch.where(keep, targets, torch.zeros_like(targets))
+        predictions = torch.where(keep, predictions, torch.zeros_like(predictions))
+        return targets, predictions, valid
+
+    def compute_loss(self, targets: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+        """``(B, P, K, 3)`` -> Euclidean distances ``(B, P, K)``."""
+        return _safe_norm(predictions - targets)
+
+    def __call__(
+        self,
+        keypoints_targ_3d: torch.Tensor | None,
+        keypoints_pred_3d: torch.Tensor | None,
+        stage: Stage | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, LogList]:
+        if keypoints_targ_3d is None or keypoints_pred_3d is None:
+            raise ValueError(
+                f"3D keypoints not available for {stage} stage: "
+                f"{self.loss_name} needs keypoints_targ_3d and keypoints_pred_3d "
+                "(a calibrated project)"
+            )
+        targets, predictions, valid = self.remove_nans(keypoints_targ_3d, keypoints_pred_3d)
+        elementwise = self.rectify_epsilon(self.compute_loss(targets, predictions))
+        scalar = self.reduce_loss(elementwise[valid], method="mean")
+        return self.weight * scalar, self.log_loss(scalar, stage)
+
+
+class ReprojectionHeatmapParams(LossParams):
+    #: the 2026 documentation's default (3.5 is its steadier alternative)
+    log_weight: float | None = 3.0
+    #: Gaussian width of the rendered heatmaps, in heatmap pixels (as the targets)
+    sigma: float = Field(1.25, gt=0.0)
+    #: a heatmap loss is not epsilon-insensitive: only None or 0 are accepted
+    epsilon: float | None = None
+
+    @field_validator("epsilon")
+    @classmethod
+    def _no_epsilon(cls, value: float | None) -> float | None:
+        if value not in (None, 0.0):
+            raise ValueError("supervised_reprojection_heatmap_mse has no epsilon (use null or 0)")
+        return value
+
+
+class ReprojectionHeatmapLoss(HeatmapMSELoss):
+    """``heatmap_mse`` between target heatmaps and heatmaps rendered at the reprojected
+    predicted 3D keypoints.
+
+    Inputs: ``heatmaps_targ (B, N, h, w)`` and ``keypoints_pred_2d_reprojected (B, N, 2)`` in
+    model pixels. Maps are rendered with ``render_heatmaps`` (model size and heatmap size from
+    the ``LossContext``), differentiably in the keypoints. As ``heatmap_mse``: maps whose target
+    is NaN or all zero are dropped and each map's squared error is scaled by ``h * w`` (LP
+    scales 4-D input by ``N * h`` instead, its bug B1). Keypoints whose reprojection is NaN
+    (triangulation failed) are dropped too: a zero map would only add a constant without
+    gradient. Annealed, unlike ``heatmap_mse``.
+    """
+
+    loss_name = "supervised_reprojection_heatmap_mse"
+    Params = ReprojectionHeatmapParams
+    annealed = True
+
+    def __init__(self, log_weight: float = 3.0, sigma: float = 1.25, **kwargs: Any) -> None:
+        super().__init__(log_weight=log_weight, **kwargs)
+        if sigma <= 0:
+            raise ValueError(f"{self.loss_name}: sigma must be > 0, got {sigma}")
+        self.sigma = float(sigma)
+        ctx = self.context
+        if ctx.image_height <= 0 or ctx.image_width <= 0:
+            raise ValueError(
+                f"{self.loss_name} needs the model input size (LossContext.image_height and "
+                "image_width) to render heatmaps"
+            )
+
+    def __call__(
+        self,
+        heatmaps_targ: torch.Tensor,
+        keypoints_pred_2d_reprojected: torch.Tensor | None,
+        stage: Stage | None = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, LogList]:
+        if keypoints_pred_2d_reprojected is None:
+            raise ValueError(
+                f"Reprojected keypoints not available for {stage} stage: {self.loss_name} "
+                "needs keypoints_pred_2d_reprojected (a calibrated project)"
+            )
+        ctx = self.context
+        h, w = heatmaps_targ.shape[-2:]
+        if ctx.heatmap_height and (ctx.heatmap_height, ctx.heatmap_width) != (h, w):
+            raise ValueError(
+                f"{self.loss_name}: target heatmaps are {h}x{w} but the context says "
+                f"{ctx.heatmap_height}x{ctx.heatmap_width}"
+            )
+        keypoints = keypoints_pred_2d_reprojected.to(heatmaps_targ.dtype)
+        rendered = render_heatmaps(
+            keypoints, (ctx.image_height, ctx.image_width), (h, w), sigma=self.sigma
+        )
+        # a NaN reprojection removes the map, like a missing label
+        missing = ~torch.isfinite(keypoints).all(-1)
+        targets = torch.where(missing[..., None, None], 0.0, heatmaps_targ)
+        targets, predictions = self.remove_nans(targets, rendered)
+        elementwise = self.compute_loss(targets, predictions)
+        scalar = self.reduce_loss(elementwise, method="mean")
+        return self.weight * scalar, self.log_loss(scalar, stage)

@@ -1,0 +1,97 @@
+"""multiview_reprojection: triangulate predictions of unlabelled frames, reproject, penalise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mv_losses.consistency import MultiviewReprojectionLoss
+
+from mvcore.geometry import project_points
+
+F64 = torch.float64
+
+
+def _scene(rig, batch: int = 3, keypoints: int = 5, dtype=F64):
+    """Consistent predictions ``(B, 2N)`` of random 3D points seen by a 4-camera rig."""
+    k, ext, d = rig(4, dtype=dtype)
+    g = torch.Generator().manual_seed(3)
+    points_3d = 100 * (2 * torch.rand(batch, keypoints, 3, generator=g, dtype=F64) - 1)
+    pix = project_points(points_3d.to(dtype), k, ext, d)  # (B, V, K, 2)
+    cams = [t.expand(batch, *t.shape) for t in (k, ext, d)]
+    return pix.reshape(batch, -1), cams
+
+
+def _call(loss, preds, cams, **kwargs):
+    k, ext, d = cams
+    return loss(preds, intrinsics=k, extrinsics=ext, distortions=d, stage="train", **kwargs)
+
+
+def test_consistent_predictions_cost_nothing(rig):
+    preds, cams = _scene(rig)
+    weighted, logs = _call(MultiviewReprojectionLoss(epsilon=0.0), preds, cams)
+    assert float(logs[0]["value"]) < 1e-6
+    assert logs[0]["name"] == "train_multiview_reprojection_loss"
+    assert logs[1]["name"] == "multiview_reprojection_weight"
+    params = MultiviewReprojectionLoss.Params()
+    assert (params.log_weight, params.epsilon, params.prob_threshold) == (0.0, 5.0, 0.0)
+    assert MultiviewReprojectionLoss.supervised is False and MultiviewReprojectionLoss.annealed
+
+
+def test_known_value_when_one_view_is_off_and_barely_trusted(rig):
+    """Views 0-2 agree; view 3 is 6 px off with confidence 1e-4: the triangulation follows
+    views 0-2, so the errors are (0, 0, 0, 6) px for that keypoint and the mean over the 4 views
+    of the single keypoint is 1.5 px."""
+    preds, cams = _scene(rig, batch=1, keypoints=1)
+    off = preds.clone()
+    off[0, 6:8] += torch.tensor([6.0, 0.0], dtype=F64)  # view 3, keypoint 0
+    conf = torch.tensor([[1.0, 1.0, 1.0, 1e-4]], dtype=F64)
+    loss = MultiviewReprojectionLoss(epsilon=0.0, log_weight=1.0)
+    weighted, logs = _call(loss, off, cams, confidences=conf)
+    assert float(logs[0]["value"]) == pytest.approx(1.5, rel=1e-3)
+    assert torch.isclose(weighted, loss.weight.double() * logs[0]["value"])
+    # with epsilon 1 px: only view 3 is above it
+    _, logs = _call(MultiviewReprojectionLoss(epsilon=1.0), off, cams, confidences=conf)
+    assert float(logs[0]["value"]) == pytest.approx(5.0 / 4, rel=1e-3)
+
+
+def test_views_below_threshold_are_excluded(rig):
+    preds, cams = _scene(rig)
+    off = preds.clone()
+    off[:, 6 * 5 : 6 * 5 + 2] += 40.0  # view 3, keypoint 0 of every frame far off
+    conf = torch.ones(3, 20, dtype=F64)
+    conf[:, 15] = 0.01  # view 3, keypoint 0
+    loss = MultiviewReprojectionLoss(epsilon=0.0, prob_threshold=0.05)
+    _, logs = _call(loss, off, cams, confidences=conf)
+    assert float(logs[0]["value"]) < 1e-6
+    _, logs = _call(MultiviewReprojectionLoss(epsilon=0.0), off, cams, confidences=conf)
+    assert float(logs[0]["value"]) > 1.0
+
+
+def test_gradients_reach_the_views_finite(rig):
+    preds, cams = _scene(rig, dtype=torch.float32)
+    noisy = preds + 3 * torch.randn(preds.shape, generator=torch.Generator().manual_seed(1))
+    noisy[0, :2] = float("nan")  # a missing prediction
+    noisy.requires_grad_(True)
+    weighted, logs = _call(MultiviewReprojectionLoss(epsilon=0.0), noisy, cams)
+    weighted.backward()
+    assert logs[0]["value"].dtype == torch.float32 and float(logs[0]["value"]) > 0.5
+    assert torch.isfinite(noisy.grad).all()
+    assert noisy.grad[0, :2].abs().sum() == 0
+    assert (noisy.grad[1:].abs() > 0).float().mean() > 0.9
+
+
+def test_unbatched_cameras_nan_and_single_view_keypoints(rig):
+    preds, cams = _scene(rig)
+    k, ext, d = (c[0] for c in cams)
+    # keypoint 0 visible in one view only -> not triangulable -> skipped
+    single = preds.clone().reshape(3, 4, 5, 2)
+    single[:, 1:, 0] = float("nan")
+    single = single.reshape(3, -1).requires_grad_(True)
+    loss = MultiviewReprojectionLoss(epsilon=0.0)
+    weighted, logs = loss(single, intrinsics=k, extrinsics=ext, distortions=d, stage="val")
+    weighted.backward()
+    assert float(logs[0]["value"]) < 1e-6 and torch.isfinite(single.grad).all()
+    everything_missing = torch.full_like(preds, float("nan")).requires_grad_(True)
+    weighted, logs = loss(everything_missing, intrinsics=k, extrinsics=ext, distortions=d)
+    weighted.backward()
+    assert float(logs[0]["value"]) == 0.0 and torch.isfinite(everything_missing.grad).all()
