@@ -141,6 +141,12 @@ class Loss(nn.Module):
             {"name": f"{self.loss_name}_weight", "value": self.weight.detach()},
         ]
 
+    def keypoint_errors(self, keypoints_pred: torch.Tensor) -> torch.Tensor | None:
+        """Optional diagnostic written after training: a per-keypoint error ``(n, N)`` for
+        predictions ``(n, 2N)`` in frame pixels (NaN where undefined), saved as
+        ``predictions_<view>_<loss_name>_error.csv``. None (the default) writes nothing."""
+        return None
+
     def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, LogList]:
         raise NotImplementedError(
             f"{type(self).__name__} must implement __call__ or forward returning "

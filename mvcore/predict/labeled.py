@@ -73,6 +73,15 @@ def write_labeled_predictions(project: Any, predictions: dict[str, np.ndarray],
     return written
 
 
+def write_keypoint_metric(project: Any, rows: np.ndarray, values: np.ndarray, sets: list[str],
+                          model_dir: Path, suffix: str) -> None:
+    """``predictions_<view>_<suffix>.csv`` per view: one value per labelled row and keypoint."""
+    for v, view in enumerate(project.view_names):
+        index = [project.image_paths[r][v] for r in rows]
+        _write_error_csv(model_dir / f"predictions_{view}_{suffix}.csv", index,
+                         project.keypoint_names, values[:, v], sets)
+
+
 def _write_error_csv(path: Path, index: list[str], keypoint_names: list[str],
                      errors: np.ndarray, sets: list[str]) -> None:
     import pandas as pd
@@ -82,14 +91,17 @@ def _write_error_csv(path: Path, index: list[str], keypoint_names: list[str],
     frame.to_csv(path)
 
 
-def summarise(errors: np.ndarray, split_of_row: list[str]) -> dict[str, float]:
-    """Mean and median pixel error per split over labelled keypoints."""
+def summarise(errors: np.ndarray, split_of_row: list[str], name: str = "pixel_error",
+              with_mean: bool = True) -> dict[str, float]:
+    """Mean (optional: one degenerate triangulation dominates a mean of reprojection errors)
+    and median of ``errors (n, ...)`` per split, NaN ignored."""
     summary = {}
     splits = np.asarray(split_of_row)
     for split in ("train", "validation", "test"):
         chosen = errors[splits == split]
         finite = chosen[np.isfinite(chosen)]
         if finite.size:
-            summary[f"{split}_pixel_error_mean"] = float(finite.mean())
-            summary[f"{split}_pixel_error_median"] = float(np.median(finite))
+            if with_mean:
+                summary[f"{split}_{name}_mean"] = float(finite.mean())
+            summary[f"{split}_{name}_median"] = float(np.median(finite))
     return summary

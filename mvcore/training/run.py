@@ -205,6 +205,7 @@ def write_outputs(module: Any, data_module: Any, project: Any, model_dir: Path,
         pixel_errors,
         predict_rows,
         summarise,
+        write_keypoint_metric,
         write_labeled_predictions,
     )
     from mvcore.predict.plots import plot_labeled_frames, plot_loss_curve
@@ -214,9 +215,17 @@ def write_outputs(module: Any, data_module: Any, project: Any, model_dir: Path,
     write_labeled_predictions(project, predictions, split_names, model_dir)
     rows = predictions["index"]
     errors = pixel_errors(predictions["keypoints"], project.keypoints[rows])
-    metrics = {**baseline, **summarise(errors, [split_names[r] for r in rows])}
+    sets = [split_names[r] for r in rows]
+    metrics = {**baseline, **summarise(errors, sets)}
+    per_keypoint: dict[str, np.ndarray] = {}
     if project.has_calibration:
-        metrics.update(_reprojection_metrics(module, project, predictions, split_names))
+        reprojection = _reprojection_errors(project, predictions)
+        per_keypoint["reprojection"] = reprojection
+        metrics.update(summarise(reprojection, sets, name="reprojection_error",
+                                 with_mean=False))
+    per_keypoint.update(_loss_keypoint_errors(module, predictions))
+    for name, values in per_keypoint.items():
+        write_keypoint_metric(project, rows, values, sets, model_dir, f"{name}_error")
     import pandas as pd
 
     pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}).to_csv(
@@ -229,9 +238,8 @@ def write_outputs(module: Any, data_module: Any, project: Any, model_dir: Path,
     return metrics
 
 
-def _reprojection_metrics(module: Any, project: Any, predictions: dict[str, np.ndarray],
-                          split_names: list[str]) -> dict[str, float]:
-    """Multi-view consistency of predictions: triangulate all views, reproject, median error."""
+def _reprojection_errors(project: Any, predictions: dict[str, np.ndarray]) -> np.ndarray:
+    """Multi-view consistency of predictions ``(n, V, K)``: triangulate all views, reproject."""
     import torch
 
     from mvcore.geometry import reprojection_error, triangulate
@@ -244,12 +252,21 @@ def _reprojection_metrics(module: Any, project: Any, predictions: dict[str, np.n
     extrinsics = torch.stack([c.extrinsics for c in cams])
     distortions = torch.stack([c.distortions for c in cams])
     points_3d = triangulate(points, intrinsics, extrinsics, distortions)
-    errors = reprojection_error(points_3d, points, intrinsics, extrinsics, distortions).numpy()
-    sets = np.asarray([split_names[r] for r in rows])
-    metrics = {}
-    for split in ("train", "validation", "test"):
-        chosen = errors[sets == split]
-        finite = chosen[np.isfinite(chosen)]
-        if finite.size:
-            metrics[f"{split}_reprojection_error_median"] = float(np.median(finite))
-    return metrics
+    return reprojection_error(points_3d, points, intrinsics, extrinsics, distortions).numpy()
+
+
+def _loss_keypoint_errors(module: Any, predictions: dict[str, np.ndarray]
+                          ) -> dict[str, np.ndarray]:
+    """Per-keypoint diagnostics ``(n, V, K)`` of the active losses that provide one (PCA)."""
+    import torch
+
+    keypoints = torch.as_tensor(predictions["keypoints"], dtype=torch.float32)
+    n, v, k = keypoints.shape[:3]
+    flat = keypoints.reshape(n, -1).to(module.device)
+    out = {}
+    for factory in (module.loss_supervised, module.loss_unsupervised):
+        for name, loss in factory.losses.items():
+            values = loss.keypoint_errors(flat)
+            if values is not None:
+                out[name] = values.detach().cpu().double().reshape(n, v, k).numpy()
+    return out

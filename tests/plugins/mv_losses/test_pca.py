@@ -310,3 +310,30 @@ def test_mouse4cam_singleview_per_view_pcas(data_module):
     preds = torch.tensor(np.nan_to_num(train[:8]).reshape(8, -1))
     _, logs = loss(preds, stage="train")
     assert math.isfinite(float(logs[0]["value"]))
+
+
+@pytest.mark.parametrize("name", ["pca_singleview", "pca_multiview"])
+def test_keypoint_errors_place_each_pca_error_on_its_keypoint(name):
+    from mv_losses.pca import PCAMultiviewLoss, PCASingleviewLoss
+
+    from mvcore.testing import ToyDataModule, toy_context
+
+    cls = PCAMultiviewLoss if name == "pca_multiview" else PCASingleviewLoss
+    context = toy_context(num_views=2, num_keypoints=4)
+    data = ToyDataModule(num_frames=60, num_views=2, num_keypoints=4)
+    loss = cls(components_to_keep=1, epsilon=0.0, data_module=data, context=context)
+    preds = torch.as_tensor(data.train_keypoints_frame()[:5], dtype=torch.float32)
+    preds = preds.reshape(5, -1) + torch.randn(5, 16, generator=torch.Generator().manual_seed(1))
+    per_keypoint = loss.keypoint_errors(preds)
+    assert per_keypoint.shape == (5, 8) and torch.isfinite(per_keypoint).all()
+    errors, valid = loss.compute_loss(preds)
+    for frame in range(5):  # explicit placement: row/group/point -> (view, keypoint)
+        for view in range(2):
+            for kp in range(4):
+                if name == "pca_multiview":
+                    m = int((loss.pca.matches[view] == view * 4 + kp).nonzero())
+                    expected = errors[frame * 4 + m, 0, view]
+                else:
+                    expected = errors[frame, view, kp]
+                assert per_keypoint[frame, view * 4 + kp] == expected
+    assert torch.isclose(per_keypoint.nanmean(), errors[valid].mean())

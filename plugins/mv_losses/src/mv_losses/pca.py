@@ -453,6 +453,23 @@ class PCALoss(Loss):
         scalar = self.reduce_loss(self.rectify_epsilon(errors)[valid], method="mean")
         return self.weight * scalar, self.log_loss(scalar, stage)
 
+    @torch.no_grad()
+    def keypoint_errors(self, keypoints_pred: torch.Tensor) -> torch.Tensor:
+        """PCA reprojection error per keypoint ``(n, N)`` (NaN for keypoints outside the PCA
+        or without a valid prediction) - the post-training PCA error metric."""
+        errors, valid = self.compute_loss(keypoints_pred)
+        errors = torch.where(valid, errors, float("nan"))
+        n = keypoints_pred.shape[0]
+        num_k = self.pca.num_keypoints
+        out = errors.new_full((n, self.pca.num_views * num_k), float("nan"))
+        if self.pca.mode == "multiview":
+            matches = self.pca.matches  # (V_m, M) indices into the N keypoints
+            out[:, matches.T] = errors.reshape(n, matches.shape[1], matches.shape[0])
+        else:
+            views = torch.arange(self.pca.num_views, device=errors.device)[:, None]
+            out[:, views * num_k + self.pca.columns[None, :].to(errors.device)] = errors
+        return out
+
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, components={self.pca.n_components.tolist()}, "
