@@ -155,6 +155,11 @@ class TrainingConfig(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     #: mvcore: heatmap target width in heatmap pixels (Lightning Pose: fixed 1.25)
     heatmap_sigma: float = 1.25
+    #: mvcore: frames per unlabelled video clip for the unsupervised losses (Lightning Pose
+    #: ``dali.base.train.sequence_length``, 32 there)
+    unlabeled_clip_length: int = Field(16, ge=2)
+    #: mvcore: unlabelled clips per epoch; None = as many as labelled batches
+    unlabeled_clips_per_epoch: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:

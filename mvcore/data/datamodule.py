@@ -7,6 +7,12 @@ needs >= 2 rows). The rows are permuted with ``torch.randperm`` on
 ``torch.Generator().manual_seed(training.rng_seed_data_pt)`` (what ``random_split`` does) and
 cut in that order. ``training.train_frames`` (> 1: a count, <= 1: a fraction) keeps the
 first rows of the train split; the rest become "unused".
+
+Unlabelled video: when unsupervised losses are active (``model.losses_to_use``) and
+``data.video_dir`` holds videos, ``train_dataloader()`` returns
+``{"labeled": loader, "unlabeled": clip loader}`` (``mvcore.data.unlabeled``, one clip per
+batch); Lightning combines the dict (``CombinedLoader``, mode ``max_size_cycle``). Otherwise
+it returns the labelled loader alone and the unsupervised losses see the labelled batch.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from mvcore.data.dataset import MultiviewDataset
 from mvcore.data.project import MultiviewProject
+from mvcore.data.unlabeled import VIDEO_SUFFIXES, UnlabeledClipDataset, video_dir
 from mvcore.errors import DataError
 
 __all__ = ["MultiviewDataModule", "split_sizes"]
@@ -81,7 +88,9 @@ class MultiviewDataModule(pl.LightningDataModule):
 
     ``train_indices`` / ``val_indices`` / ``test_indices`` are ``(m,)`` int64 project rows in
     split (permutation) order. Batch sizes are the config's divided by ``training.num_gpus``
-    (rounded up).
+    (rounded up). ``use_unlabeled``: whether unsupervised losses want unlabelled clips (None:
+    decided from ``model.losses_to_use`` and the loss registry; ``MultiviewPoseModule`` sets it
+    from the losses it built).
     """
 
     def __init__(
@@ -89,11 +98,14 @@ class MultiviewDataModule(pl.LightningDataModule):
         config: Any,
         project: MultiviewProject | None = None,
         augmenters: Sequence = (),
+        use_unlabeled: bool | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.project = project
         self.augmenters = list(augmenters)
+        self.use_unlabeled = use_unlabeled
+        self._unlabeled: UnlabeledClipDataset | None = None
         self.train_indices = np.zeros(0, dtype=np.int64)
         self.val_indices = np.zeros(0, dtype=np.int64)
         self.test_indices = np.zeros(0, dtype=np.int64)
@@ -174,8 +186,56 @@ class MultiviewDataModule(pl.LightningDataModule):
             generator=generator,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.train_batch_size, shuffle=True)
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """The labelled loader, or ``{"labeled", "unlabeled"}`` loaders (see module doc)."""
+        labeled = self._loader(self.train_dataset, self.train_batch_size, shuffle=True)
+        unlabeled = self.unlabeled_dataset(num_clips_default=len(labeled))
+        if unlabeled is None:
+            return labeled
+        return {"labeled": labeled, "unlabeled": self._loader(unlabeled, 1, shuffle=True)}
+
+    def _wants_unlabeled(self) -> bool:
+        if self.use_unlabeled is not None:
+            return bool(self.use_unlabeled)
+        names = list(self.config.model.losses_to_use or [])
+        if not names:
+            return False
+        from mvcore.plugin.components import load_components
+
+        registry = load_components().losses
+        return any(
+            not registry.get(name, key_path=f"model.losses_to_use[{i}]").supervised
+            for i, name in enumerate(names)
+        )
+
+    def unlabeled_dataset(self, num_clips_default: int | None = None
+                          ) -> UnlabeledClipDataset | None:
+        """The unlabelled clip dataset (built once), or None when no unsupervised loss is
+        active or there are no videos (warning: the losses then use the labelled batch).
+
+        ``num_clips_default``: clips per epoch when ``training.unlabeled_clips_per_epoch`` is
+        None (the train loader passes its number of batches)."""
+        if self._unlabeled is not None or not self._wants_unlabeled():
+            return self._unlabeled
+        self.setup()
+        root = video_dir(self.config)
+        has_videos = root is not None and root.is_dir() and any(
+            p.suffix.lower() in VIDEO_SUFFIXES for p in root.iterdir())
+        if not has_videos:
+            warnings.warn(
+                "unsupervised losses are active but there are no unlabelled videos "
+                f"(data.video_dir: {root if root is not None else 'not set'}); they are "
+                "applied to the labelled batches instead",
+                stacklevel=2,
+            )
+            return None
+        training = self.config.training
+        num_clips = training.unlabeled_clips_per_epoch or num_clips_default
+        self._unlabeled = UnlabeledClipDataset(
+            self.config, self.project, training.unlabeled_clip_length,
+            seed=int(training.rng_seed_data_pt), num_clips=num_clips,
+        )
+        return self._unlabeled
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)

@@ -3,6 +3,12 @@
 Per batch: images ``(B, V, 3, H, W)`` -> backbone -> heatmaps ``(B, V, K, h, w)`` -> sub-pixel
 keypoints and confidences -> frame pixels -> (when calibrated) 3D by batched triangulation ->
 the loss-input dict of ``mvcore.losses.base`` -> LossFactory.
+
+Training batches are either a labelled batch or, when the data module serves unlabelled video
+(``mvcore.data.unlabeled``), ``{"labeled": batch, "unlabeled": clip}``. Supervised losses
+always use the labelled batch; unsupervised losses use the clip when there is one (its T
+frames play the batch dimension, in temporal order, without targets), else the labelled batch
+(the behaviour without videos). Validation and test apply both to the labelled batch.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ class MultiviewPoseModule(pl.LightningModule):
         # the annealing weight (callbacks.anneal_weight writes it); a buffer so it is saved
         self.register_buffer("anneal_weight", torch.tensor(1.0))
         self.steps_per_epoch = 1
+        if build_losses and getattr(data_module, "use_unlabeled", False) is None:
+            # the data module serves unlabelled clips only for active unsupervised losses
+            data_module.use_unlabeled = len(self.loss_unsupervised) > 0
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -91,35 +100,44 @@ class MultiviewPoseModule(pl.LightningModule):
             out["keypoints_frame"] = model_to_frame(keypoints, bbox, self.image_size)
         return out
 
-    def loss_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run the model on a labelled batch and build the loss-input dict."""
-        b, v, k = batch["images"].shape[0], self.num_views, self.num_keypoints
-        out = self.predict_keypoints(batch["images"], batch["bbox"])
+    def prediction_inputs(
+        self,
+        images: torch.Tensor,
+        bbox: torch.Tensor,
+        transforms: torch.Tensor | None = None,
+        cameras: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run the model and build the target-free loss inputs (``mvcore.losses.base`` names).
+
+        ``images (B, V, 3, H, W)``, ``bbox (B, V, 4)``, optional ``transforms (B, V, 3, 3)``
+        (original -> augmented model pixels) and ``cameras`` with ``intrinsics (B, V, 3, 3)``,
+        ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)``, ``has_calibration (B,)`` (used
+        when the project is calibrated). Returns ``heatmaps_pred (B, N, h, w)``,
+        ``keypoints_pred`` / ``keypoints_pred_augmented (B, 2N)`` frame pixels,
+        ``confidences (B, N)``, and for calibrated projects the cameras and (when a loss needs
+        them) ``keypoints_pred_3d`` / ``keypoints_pred_2d_reprojected``.
+        """
+        b, v, k = images.shape[0], self.num_views, self.num_keypoints
+        out = self.predict_keypoints(images, bbox)
         pred_aug_frame = out["keypoints_frame"]  # (B, V, K, 2), augmented space
-        transforms = batch.get("transforms")
         if transforms is not None:
             pred_orig_model = apply_homography(out["keypoints_model"],
                                                torch.linalg.inv(transforms.to(pred_aug_frame)))
-            pred_orig_frame = model_to_frame(pred_orig_model, batch["bbox"], self.image_size)
+            pred_orig_frame = model_to_frame(pred_orig_model, bbox, self.image_size)
         else:
             pred_orig_frame = pred_aug_frame
-        targ_frame = model_to_frame(batch["keypoints"].to(pred_aug_frame), batch["bbox"],
-                                    self.image_size)
         inputs: dict[str, torch.Tensor] = {
-            "heatmaps_targ": batch["heatmaps"].reshape(b, v * k, *batch["heatmaps"].shape[-2:]),
             "heatmaps_pred": out["heatmaps"].reshape(b, v * k, *out["heatmaps"].shape[-2:]),
-            "keypoints_targ": targ_frame.reshape(b, -1),
             "keypoints_pred": pred_orig_frame.reshape(b, -1),
             "keypoints_pred_augmented": pred_aug_frame.reshape(b, -1),
             "confidences": out["confidences"].reshape(b, -1),
         }
-        if self.context.has_calibration:
-            intrinsics = batch["intrinsics"].to(pred_aug_frame)
-            extrinsics = batch["extrinsics"].to(pred_aug_frame)
-            distortions = batch["distortions"].to(pred_aug_frame)
-            calibrated = batch["has_calibration"].bool().reshape(b, 1, 1, 1)
+        if self.context.has_calibration and cameras is not None:
+            intrinsics = cameras["intrinsics"].to(pred_aug_frame)
+            extrinsics = cameras["extrinsics"].to(pred_aug_frame)
+            distortions = cameras["distortions"].to(pred_aug_frame)
+            calibrated = cameras["has_calibration"].bool().reshape(b, 1, 1, 1)
             inputs.update(intrinsics=intrinsics, extrinsics=extrinsics, distortions=distortions)
-            inputs["keypoints_targ_3d"] = batch["keypoints_3d"].to(pred_aug_frame)
             if self.needs_3d:
                 pairs = triangulate_pairs(pred_aug_frame, intrinsics, extrinsics, distortions)
                 inputs["keypoints_pred_3d"] = torch.where(
@@ -127,10 +145,35 @@ class MultiviewPoseModule(pl.LightningModule):
             if self.needs_reprojection:
                 points_3d = triangulate(pred_aug_frame, intrinsics, extrinsics, distortions)
                 reprojected = project_points(points_3d, intrinsics, extrinsics, distortions)
-                model = _frame_to_model(reprojected, batch["bbox"], self.image_size)
+                model = _frame_to_model(reprojected, bbox, self.image_size)
                 model = torch.where(calibrated, model, torch.full_like(model, float("nan")))
                 inputs["keypoints_pred_2d_reprojected"] = model.reshape(b, v * k, 2)
         return inputs
+
+    def loss_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the model on a labelled batch: ``prediction_inputs`` plus the targets."""
+        b, v, k = batch["images"].shape[0], self.num_views, self.num_keypoints
+        inputs = self.prediction_inputs(batch["images"], batch["bbox"],
+                                        batch.get("transforms"), batch)
+        dtype_ref = inputs["keypoints_pred_augmented"]
+        targ_frame = model_to_frame(batch["keypoints"].to(dtype_ref), batch["bbox"],
+                                    self.image_size)
+        inputs["heatmaps_targ"] = batch["heatmaps"].reshape(b, v * k,
+                                                            *batch["heatmaps"].shape[-2:])
+        inputs["keypoints_targ"] = targ_frame.reshape(b, -1)
+        if self.context.has_calibration:
+            inputs["keypoints_targ_3d"] = batch["keypoints_3d"].to(dtype_ref)
+        return inputs
+
+    def unlabeled_loss_inputs(self, clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Target-free loss inputs of one unlabelled clip (a batch of 1 clip).
+
+        ``frames (1, T, V, 3, H, W)``, ``bbox (1, T, V, 4)`` and cameras ``(1, T, V, ...)`` ->
+        ``prediction_inputs`` with the T consecutive frames as the batch (temporal order)."""
+        cameras = {key: clip[key][0] for key in
+                   ("intrinsics", "extrinsics", "distortions", "has_calibration") if key in clip}
+        return self.prediction_inputs(clip["frames"][0], clip["bbox"][0], None,
+                                      cameras if len(cameras) == 4 else None)
 
     # ----------------------------------------------------------------- training
     def _log_list(self, logs: list[dict[str, Any]], batch_size: int, on_step: bool) -> None:
@@ -138,7 +181,12 @@ class MultiviewPoseModule(pl.LightningModule):
             self.log(item["name"], item["value"], prog_bar=bool(item.get("prog_bar", False)),
                      on_step=on_step, on_epoch=True, batch_size=batch_size)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Supervised losses on the labelled batch; unsupervised ones on the unlabelled clip
+        of a combined batch ``{"labeled", "unlabeled"}``, else on the labelled batch."""
+        unlabeled = None
+        if "labeled" in batch and "unlabeled" in batch:
+            batch, unlabeled = batch["labeled"], batch["unlabeled"]
         progress = self.backbone.set_progress(self.current_epoch, self.global_step,
                                               self.steps_per_epoch)
         batch_size = batch["images"].shape[0]
@@ -147,12 +195,18 @@ class MultiviewPoseModule(pl.LightningModule):
         inputs = self.loss_inputs(batch)
         anneal = self.anneal_weight
         total, logs = self.loss_supervised(stage="train", anneal_weight=anneal, **inputs)
-        if len(self.loss_unsupervised):
-            unsup, unsup_logs = self.loss_unsupervised(stage="train", anneal_weight=anneal,
-                                                       **inputs)
-            total = total + unsup
-            logs += unsup_logs
         self._log_list(logs, batch_size, on_step=True)
+        if len(self.loss_unsupervised):
+            unsup_size = batch_size
+            unsup_inputs = inputs
+            if unlabeled is not None:
+                unsup_inputs = self.unlabeled_loss_inputs(unlabeled)
+                unsup_size = unsup_inputs["keypoints_pred"].shape[0]
+            unsup, unsup_logs = self.loss_unsupervised(stage="train", anneal_weight=anneal,
+                                                       **unsup_inputs)
+            total = total + unsup
+            self._log_list(unsup_logs, unsup_size, on_step=True)
+            self.log("train_unsupervised_loss", unsup, batch_size=unsup_size)
         self.log("train_loss", total, prog_bar=True, batch_size=batch_size)
         self.log("anneal_weight", float(anneal), batch_size=batch_size)
         self.log("train_pixel_error", _pixel_error(inputs), prog_bar=True,
