@@ -26,14 +26,15 @@ def plot_loss_curve(metrics_csv: Path, out_path: Path) -> Path | None:
     log = pd.read_csv(metrics_csv)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for column, ax, title in (("train_loss_step", axes[0], "training loss"),
+    train_column = next((c for c in ("train_loss_step", "train_loss") if c in log), None)
+    for column, ax, title in ((train_column, axes[0], "training loss"),
                               ("val_pixel_error", axes[1], "validation pixel error (px)")):
         if column in log:
             series = log[["step", column]].dropna()
             ax.plot(series["step"], series[column], marker="." if "val" in column else None)
         ax.set_title(title)
         ax.set_xlabel("step")
-    if "train_loss_step" in log:
+    if train_column is not None:
         axes[0].set_yscale("log")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)

@@ -73,3 +73,26 @@ def test_metrics_include_untrained_baseline_and_reprojection_and_3d_losses_logge
     assert log[pairwise].dropna().gt(0).all()
     pca = [c for c in log.columns if c.startswith("train_pca_multiview_loss")]
     assert pca and log[pca[0]].dropna().size > 0  # on the unlabelled video clips
+
+
+def test_loss_curve_plots_the_logged_training_loss(trained, tmp_path):
+    import matplotlib
+
+    from mvcore.predict.plots import plot_loss_curve
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    original = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        captured["lines"] = [len(ax.get_lines()) for ax in fig.axes]
+        return original(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        assert plot_loss_curve(trained / "logs" / "metrics.csv", tmp_path / "curve.png")
+    finally:
+        plt.Figure.savefig = original
+    assert captured["lines"] == [1, 1]  # both panels have data
