@@ -21,33 +21,44 @@ from mvcore.config import load_config
 from mvcore.data.example import make_example_project
 from mvcore.training.run import train
 
-ANNEAL = ["callbacks.anneal_weight.freeze_until_epoch=5",
-          "callbacks.anneal_weight.increase_factor=0.1"]
-VARIANTS = {
-    "supervised only": [],
-    "+ pairwise projection": ["losses.supervised_pairwise_projections.log_weight=0.5"],
-    "+ reprojection heatmap": ["losses.supervised_reprojection_heatmap_mse.log_weight=3.0"],
-    "+ unsupervised (pca_multiview, multiview_reprojection)": [
-        "losses.supervised_reprojection_heatmap_mse.log_weight=3.0",
-        "model.losses_to_use=[pca_multiview,multiview_reprojection]",
-        "losses.pca_multiview.log_weight=3.0",
-        "losses.multiview_reprojection.log_weight=3.0",
-    ],
-}
+
+def variants(pairwise_log_weight: float, reprojection_log_weight: float
+             ) -> dict[str, list[str]]:
+    key = "losses.supervised_reprojection_heatmap_mse.log_weight"
+    reprojection = f"{key}={reprojection_log_weight}"
+    return {
+        "supervised only": [],
+        "+ pairwise projection": [
+            f"losses.supervised_pairwise_projections.log_weight={pairwise_log_weight}"],
+        "+ reprojection heatmap": [reprojection],
+        "+ unsupervised (pca_multiview, multiview_reprojection)": [
+            reprojection,
+            "model.losses_to_use=[pca_multiview,multiview_reprojection]",
+            "losses.pca_multiview.log_weight=3.0",
+            "losses.multiview_reprojection.log_weight=3.0",
+        ],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--out", default="/tmp/mvcore_ablation")
+    parser.add_argument("--freeze-until-epoch", type=int, default=5)
+    parser.add_argument("--increase-factor", type=float, default=0.1)
+    parser.add_argument("--pairwise-log-weight", type=float, default=0.5)
+    parser.add_argument("--reprojection-log-weight", type=float, default=3.0)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra overrides applied to every variant")
     args = parser.parse_args()
     out = Path(args.out)
     config_path = make_example_project(out / "example", overwrite=True)
     rows = []
-    for index, (name, overrides) in enumerate(VARIANTS.items()):
-        common = [f"training.max_epochs={args.epochs}", *ANNEAL, *args.overrides]
+    anneal = [f"callbacks.anneal_weight.freeze_until_epoch={args.freeze_until_epoch}",
+              f"callbacks.anneal_weight.increase_factor={args.increase_factor}"]
+    chosen = variants(args.pairwise_log_weight, args.reprojection_log_weight)
+    for index, (name, overrides) in enumerate(chosen.items()):
+        common = [f"training.max_epochs={args.epochs}", *anneal, *args.overrides]
         config = load_config(config_path, [*common, *overrides])
         start = time.perf_counter()
         model_dir = train(config, output_dir=str(out / f"variant{index}"))

@@ -9,7 +9,10 @@ has a one-pixel bias at downsample factor 3).
 
 Read-out: the peak of a Gaussian is found exactly by fitting a parabola to the log of the
 heatmap at the arg-max and its two neighbours along each axis (the log of a Gaussian is a
-parabola), which is differentiable with respect to the three heatmap values per axis.
+parabola). That fit divides by the local curvature, so its gradient explodes on the flat maps
+of an untrained network; the gradient therefore comes from the centre of mass in a window
+around the peak instead (a straight-through estimator: the value is the exact parabola peak,
+the gradient is the bounded soft-argmax gradient), which keeps 3D losses stable from step 0.
 """
 
 from __future__ import annotations
@@ -116,10 +119,31 @@ def heatmap_to_keypoints(
         safe_curvature = torch.where(ok, curvature, -torch.ones_like(curvature))
         offset = torch.where(ok, (minus - plus) / (2 * safe_curvature), torch.zeros_like(centre))
         offsets.append(offset.clamp(-0.5, 0.5))
-    xy_heatmap = torch.stack([ix.to(flat.dtype) + offsets[0], iy.to(flat.dtype) + offsets[1]], -1)
+    peak_xy = torch.stack([ix, iy], -1).to(flat.dtype)
+    exact = peak_xy + torch.stack(offsets, -1).detach()
+    local = _window_centre_of_mass(flat, iy, ix, window // 2)  # differentiable, bounded
+    xy_heatmap = exact + (local - local.detach())
     keypoints = heatmap_to_model_coords(xy_heatmap, (width / w, height / h))
     mass = F.avg_pool2d(
         flat[:, None], window, stride=1, padding=window // 2, count_include_pad=True
     )[:, 0] * (window * window)
     confidences = mass[rows, iy, ix].clamp(0.0, 1.0)
     return keypoints.reshape(*lead, 2), confidences.reshape(*lead)
+
+
+def _window_centre_of_mass(flat: torch.Tensor, iy: torch.Tensor, ix: torch.Tensor,
+                           radius: int) -> torch.Tensor:
+    """Centre of mass ``(n, 2)`` (heatmap x, y) of ``flat (n, h, w)`` in the square of half-width
+    ``radius`` around ``(ix, iy)``; pixels outside the map count as zero mass."""
+    n, h, w = flat.shape
+    steps = torch.arange(-radius, radius + 1, device=flat.device)
+    ys = (iy[:, None] + steps[None, :])[:, :, None].expand(n, steps.numel(), steps.numel())
+    xs = (ix[:, None] + steps[None, :])[:, None, :].expand(n, steps.numel(), steps.numel())
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    rows = torch.arange(n, device=flat.device)[:, None, None]
+    values = flat[rows, ys.clamp(0, h - 1), xs.clamp(0, w - 1)]
+    mass = torch.where(inside, values.clamp_min(0), torch.zeros_like(values))
+    total = mass.sum(dim=(-2, -1)).clamp_min(torch.finfo(flat.dtype).tiny)
+    x = (mass * xs.to(flat.dtype)).sum(dim=(-2, -1)) / total
+    y = (mass * ys.to(flat.dtype)).sum(dim=(-2, -1)) / total
+    return torch.stack([x, y], -1)

@@ -45,3 +45,15 @@ def test_read_out_gradient_reaches_the_heatmap():
     keypoints, _ = heatmap_to_keypoints(maps, (64, 64))
     keypoints.sum().backward()
     assert torch.isfinite(maps.grad).all() and maps.grad.abs().sum() > 0
+
+
+def test_read_out_gradient_stays_bounded_on_flat_untrained_maps():
+    """The parabola fit divides by the curvature; on near-flat softmax maps (an untrained
+    network) its gradient would explode. The read-out gradient must stay bounded."""
+    generator = torch.Generator().manual_seed(0)
+    logits = (1e-4 * torch.randn(8, 16, 16, generator=generator)).requires_grad_(True)
+    maps = torch.softmax(logits.flatten(-2), -1).reshape(8, 16, 16)
+    keypoints, _ = heatmap_to_keypoints(maps, (64, 64))
+    keypoints.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().max() < 10.0  # bounded by the window radius x the scale
