@@ -22,8 +22,8 @@ from mvcore.data.example import make_example_project
 from mvcore.training.run import train
 
 
-def variants(pairwise_log_weight: float, reprojection_log_weight: float
-             ) -> dict[str, list[str]]:
+def variants(pairwise_log_weight: float, reprojection_log_weight: float,
+             unsupervised_log_weight: float) -> dict[str, list[str]]:
     key = "losses.supervised_reprojection_heatmap_mse.log_weight"
     reprojection = f"{key}={reprojection_log_weight}"
     return {
@@ -34,8 +34,8 @@ def variants(pairwise_log_weight: float, reprojection_log_weight: float
         "+ unsupervised (pca_multiview, multiview_reprojection)": [
             reprojection,
             "model.losses_to_use=[pca_multiview,multiview_reprojection]",
-            "losses.pca_multiview.log_weight=3.0",
-            "losses.multiview_reprojection.log_weight=3.0",
+            f"losses.pca_multiview.log_weight={unsupervised_log_weight}",
+            f"losses.multiview_reprojection.log_weight={unsupervised_log_weight}",
         ],
     }
 
@@ -48,6 +48,7 @@ def main() -> int:
     parser.add_argument("--increase-factor", type=float, default=0.1)
     parser.add_argument("--pairwise-log-weight", type=float, default=0.5)
     parser.add_argument("--reprojection-log-weight", type=float, default=3.0)
+    parser.add_argument("--unsupervised-log-weight", type=float, default=6.0)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra overrides applied to every variant")
     args = parser.parse_args()
@@ -56,7 +57,8 @@ def main() -> int:
     rows = []
     anneal = [f"callbacks.anneal_weight.freeze_until_epoch={args.freeze_until_epoch}",
               f"callbacks.anneal_weight.increase_factor={args.increase_factor}"]
-    chosen = variants(args.pairwise_log_weight, args.reprojection_log_weight)
+    chosen = variants(args.pairwise_log_weight, args.reprojection_log_weight,
+                      args.unsupervised_log_weight)
     for index, (name, overrides) in enumerate(chosen.items()):
         common = [f"training.max_epochs={args.epochs}", *anneal, *args.overrides]
         config = load_config(config_path, [*common, *overrides])

@@ -14,7 +14,8 @@ def _readme_commands() -> list[str]:
 def test_readme_has_exactly_two_setup_commands():
     commands = _readme_commands()
     assert len(commands) == 2
-    assert "mvcore example-data" in commands[0] and "mvcore train" in commands[0]
+    for step in ("mvcore example-data", "mvcore train", "mvcore predict"):
+        assert step in commands[0]
     assert "pytest" in commands[1]
 
 

@@ -12,10 +12,19 @@ import sys
 import warnings
 
 from mvcore import __version__
-from mvcore.cli.commands import config_cmd, example_cmd, plugins_cmd, train_cmd, triangulate_cmd
+from mvcore.cli.commands import (
+    config_cmd,
+    evaluate_cmd,
+    example_cmd,
+    plugins_cmd,
+    predict_cmd,
+    train_cmd,
+    triangulate_cmd,
+)
 from mvcore.errors import MvcoreError
 
-CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, example_cmd, triangulate_cmd)
+CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, predict_cmd, evaluate_cmd, example_cmd,
+                 triangulate_cmd)
 
 
 def build_parser(with_plugin_commands: bool = True) -> argparse.ArgumentParser:

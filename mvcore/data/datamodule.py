@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from mvcore.data.dataset import MultiviewDataset
 from mvcore.data.project import MultiviewProject
@@ -81,6 +81,26 @@ def _num_train_frames(n_train: int, train_frames: float | None) -> int:
             return n_train
         return int(train_frames)
     return max(1, int(train_frames * n_train))
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random order drawn from ``(seed, epoch)``: a resumed run sees the same order in epoch e
+    as an uninterrupted one (Lightning calls ``set_epoch`` before every epoch, also through its
+    DDP wrapper). Without ``set_epoch`` each pass moves on to the next epoch's order."""
+
+    def __init__(self, num_samples: int, seed: int) -> None:
+        self.num_samples, self.seed, self.epoch = int(num_samples), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        self.epoch += 1
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class MultiviewDataModule(pl.LightningDataModule):
@@ -173,17 +193,17 @@ class MultiviewDataModule(pl.LightningDataModule):
         return [str(s) for s in names]
 
     def _loader(self, dataset: MultiviewDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = None
+        sampler = None
         if shuffle:
-            generator = torch.Generator().manual_seed(int(self.config.training.rng_seed_data_pt))
+            seed = int(self.config.training.rng_seed_data_pt)
+            sampler = EpochSeededSampler(len(dataset), seed)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import CSVLogger
 
 
 def anneal_value(epoch: int, init_val: float, increase_factor: float, final_val: float,
@@ -97,3 +100,31 @@ class StepsPerEpoch(pl.Callback):
         if isinstance(batches, (int, float)) and math.isfinite(batches) and batches > 0:
             steps = math.ceil(batches / trainer.accumulate_grad_batches)
             pl_module.steps_per_epoch = max(1, steps)
+
+
+class ResumedCSVLogger(CSVLogger):
+    """CSVLogger of a resumed run: keeps the rows of ``metrics.csv`` logged before the
+    checkpoint's ``global_step`` and appends after them. (Lightning's CSVLogger deletes the
+    file when its folder is not empty; the rows after the checkpoint are redone on resume.)"""
+
+    def __init__(self, *args: Any, resume_step: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step = int(resume_step)
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        rows: list[dict[str, str]] = []
+        if path.is_file():
+            with path.open(newline="") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) < self.resume_step]
+        writer = super().experiment  # Lightning's writer deletes metrics.csv (rank 0 only)
+        if rows and self._experiment is not None:
+            writer.metrics_keys = sorted(rows[0])
+            with path.open("w", newline="") as handle:
+                out = csv.DictWriter(handle, fieldnames=writer.metrics_keys)
+                out.writeheader()
+                out.writerows(rows)
+        return writer

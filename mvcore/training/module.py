@@ -179,7 +179,8 @@ class MultiviewPoseModule(pl.LightningModule):
     def _log_list(self, logs: list[dict[str, Any]], batch_size: int, on_step: bool) -> None:
         for item in logs:
             self.log(item["name"], item["value"], prog_bar=bool(item.get("prog_bar", False)),
-                     on_step=on_step, on_epoch=True, batch_size=batch_size)
+                     on_step=on_step, on_epoch=True, batch_size=batch_size,
+                     sync_dist=not on_step)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Supervised losses on the labelled batch; unsupervised ones on the unlabelled clip
@@ -228,10 +229,13 @@ class MultiviewPoseModule(pl.LightningModule):
             full = full + unsup_full
             logs += unsup_logs
         self._log_list(logs, batch_size, on_step=False)
-        self.log(f"{stage}_supervised_loss", full, prog_bar=True, batch_size=batch_size)
-        self.log(f"{stage}_supervised_loss_annealed", annealed, batch_size=batch_size)
+        # sync_dist: under DDP the best checkpoint is chosen on all ranks' validation data
+        self.log(f"{stage}_supervised_loss", full, prog_bar=True, batch_size=batch_size,
+                 sync_dist=True)
+        self.log(f"{stage}_supervised_loss_annealed", annealed, batch_size=batch_size,
+                 sync_dist=True)
         self.log(f"{stage}_pixel_error", _pixel_error(inputs), prog_bar=True,
-                 batch_size=batch_size)
+                 batch_size=batch_size, sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -118,8 +118,13 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
 
     callbacks: list[Any] = [
         ModelCheckpoint(dirpath=model_dir / "checkpoints", filename="best",
-                        monitor="val_pixel_error", mode="min", save_last=True,
+                        monitor="val_pixel_error", mode="min",
                         auto_insert_metric_name=False, enable_version_counter=False),
+        # last.ckpt after every epoch: Lightning's save_last=True rewrites last.ckpt only when
+        # the monitored checkpoint improves, so --resume would restart from the best epoch
+        ModelCheckpoint(dirpath=model_dir / "checkpoints", filename="last", monitor=None,
+                        save_top_k=1, every_n_epochs=1, save_on_train_epoch_end=True,
+                        enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
         StepsPerEpoch(),
     ]
@@ -142,7 +147,16 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
 
         callbacks.append(EarlyStopping(monitor="val_pixel_error",
                                        patience=config.training.early_stop_patience))
-    loggers: list[Any] = [CSVLogger(model_dir, name="logs", version="")]
+    if resume:  # keep the log of the epochs before the checkpoint (CSVLogger deletes it)
+        from mvcore.training.callbacks import ResumedCSVLogger
+
+        resume_step = torch.load(model_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                                 weights_only=True, mmap=True)["global_step"]
+        csv_logger = ResumedCSVLogger(model_dir, name="logs", version="",
+                                      resume_step=resume_step)
+    else:
+        csv_logger = CSVLogger(model_dir, name="logs", version="")
+    loggers: list[Any] = [csv_logger]
     try:
         import tensorboard  # noqa: F401
         from pytorch_lightning.loggers import TensorBoardLogger

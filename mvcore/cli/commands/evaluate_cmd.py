@@ -1,0 +1,42 @@
+"""``mvcore evaluate MODEL_DIR``: pixel error, PCK, reprojection and 3D error of predictions."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model's labelled-frame predictions (pixel error, PCK, 3D)",
+        description=(
+            "Compare predictions on the labelled frames (MODEL_DIR/predictions_<view>.csv, or "
+            "--csv files) with the project labels: pixel error per keypoint and view, PCK at "
+            "5/10/20 px and at 5% of the bbox diagonal, the multi-view reprojection error "
+            "and, where ground_truth_3d.csv exists, the 3D error. Prints a table and writes "
+            "CSVs to MODEL_DIR/eval/."
+        ),
+    )
+    parser.add_argument("model_dir", help="model directory written by `mvcore train`")
+    parser.add_argument("--csv", nargs="+", default=None, metavar="FILE",
+                        help="prediction CSVs, one per view in the config's view order "
+                             "(default: MODEL_DIR/predictions_<view>.csv)")
+    parser.add_argument("--gt-3d", default=None, metavar="CSV",
+                        help="ground-truth 3D CSV (frame, <kp>_x/_y/_z; default: "
+                             "ground_truth_3d.csv in the data directory, if any)")
+    parser.add_argument("--confidence-threshold", type=float, default=None, metavar="P",
+                        help="views below this confidence are left out of the triangulation "
+                             "(default 0.5, as `mvcore predict`)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="where to write the CSVs (default MODEL_DIR/eval)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mvcore.predict.evaluate import evaluate_model, format_report
+
+    result = evaluate_model(args.model_dir, csv_files=args.csv, ground_truth_3d=args.gt_3d,
+                            confidence_threshold=args.confidence_threshold, out_dir=args.out)
+    print(format_report(result))
+    print(f"wrote {', '.join(str(p) for p in result.written)}")
+    return 0

@@ -1,0 +1,65 @@
+"""``mvcore predict MODEL_DIR``: predict synchronised multi-view videos (2D, 3D, labelled)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict <session>_<view>.mp4 videos with a trained model (2D and 3D CSVs)",
+        description=(
+            "Predict every session (<session>_<view>.mp4, all views) of a video directory. "
+            "Writes <out>/<session>_<view>.csv (DeepLabCut format, frame pixels), "
+            "<out>/<session>_3d.csv (anipose format) when the project is calibrated, and "
+            "with --labeled-video <out>/labeled_videos/<session>_<view>_labeled.mp4. Sessions "
+            "whose outputs are newer than the checkpoint and the videos are skipped."
+        ),
+    )
+    parser.add_argument("model_dir", help="model directory written by `mvcore train`")
+    parser.add_argument("--videos", default=None, metavar="DIR",
+                        help="video directory (default: the config's data.video_dir)")
+    parser.add_argument("--session", default=None, metavar="NAME",
+                        help="predict only this session")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="output directory (default: MODEL_DIR/video_preds)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N",
+                        help="frames per forward pass, all views together (default 16)")
+    parser.add_argument("--precision", default="32", choices=["32", "16-mixed", "bf16-mixed"],
+                        help="network precision (the keypoint read-out stays float32)")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best, last or a .ckpt path (default best)")
+    parser.add_argument("--confidence-threshold", type=float, default=None, metavar="P",
+                        help="views below this confidence are left out of the 3D "
+                             "triangulation (default 0.5, anipose's score_threshold)")
+    parser.add_argument("--labeled-video", action="store_true",
+                        help="also write labelled videos (one per view)")
+    parser.add_argument("--video-threshold", type=float, default=None, metavar="P",
+                        help="labelled videos hide points below this confidence (default: "
+                             "the config's eval.confidence_thresh_for_vid)")
+    parser.add_argument("--calibration", default=None, metavar="TOML",
+                        help="anipose calibration to use instead of the project's")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="predict sessions whose outputs are up to date too")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mvcore.errors import ConfigError
+    from mvcore.predict.video import DEFAULT_CONFIDENCE_THRESHOLD, predict_videos
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    threshold = args.confidence_threshold
+    results = predict_videos(
+        args.model_dir, video_dir=args.videos, session=args.session, out_dir=args.out,
+        batch_size=args.batch_size, precision=args.precision, labeled_video=args.labeled_video,
+        overwrite=args.overwrite, checkpoint=args.checkpoint,
+        confidence_threshold=DEFAULT_CONFIDENCE_THRESHOLD if threshold is None else threshold,
+        video_threshold=args.video_threshold, calibration=args.calibration, device=args.device,
+    )
+    done = sum(r.status == "predicted" for r in results)
+    print(f"{done} session(s) predicted, {len(results) - done} skipped")
+    return 0

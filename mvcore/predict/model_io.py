@@ -1,0 +1,151 @@
+"""Load a trained model directory (written by ``mvcore train``) for inference.
+
+A model directory holds ``config.yaml`` (resolved, absolute ``data.data_dir``),
+``context.json`` (the ``LossContext`` the network was built with) and
+``checkpoints/{best,last}.ckpt`` (Lightning). The network is rebuilt from the config and the
+installed backbone plugin, without loss functions (no PCA fitting, no project needed), and the
+checkpoint weights are loaded; loss buffers in the checkpoint are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mvcore.errors import MvcoreError
+
+__all__ = ["load_model", "load_model_config", "model_calibration", "resolve_checkpoint"]
+
+_LOSS_PREFIXES = ("loss_supervised.", "loss_unsupervised.")
+
+
+def _require_dir(model_dir: str | Path) -> Path:
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise MvcoreError(f"model directory not found: {path}")
+    return path
+
+
+def resolve_checkpoint(model_dir: str | Path, checkpoint: str = "best") -> Path:
+    """``best`` / ``last`` -> ``checkpoints/<name>.ckpt``; any other value is a file path."""
+    path = _require_dir(model_dir)
+    if checkpoint in ("best", "last"):
+        ckpt = path / "checkpoints" / f"{checkpoint}.ckpt"
+    else:
+        ckpt = Path(checkpoint)
+    if not ckpt.is_file():
+        found = sorted(p.name for p in (path / "checkpoints").glob("*.ckpt"))
+        raise MvcoreError(
+            f"{path}: checkpoint {ckpt} not found (checkpoints/ holds {found or 'nothing'}); "
+            "is this a directory written by `mvcore train`?"
+        )
+    return ckpt
+
+
+def load_model_config(model_dir: str | Path) -> Any:
+    """The resolved ``MvConfig`` of a model directory (``config_dir`` = the model dir)."""
+    from mvcore.config.load import load_yaml, parse_config
+
+    path = _require_dir(model_dir)
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise MvcoreError(
+            f"{path}: no config.yaml; is this a directory written by `mvcore train`?")
+    config = parse_config(load_yaml(config_file), source=str(config_file))
+    config.config_dir = str(path.resolve())
+    return config
+
+
+def _load_context(model_dir: Path) -> Any:
+    from mvcore.losses.base import LossContext
+
+    context_file = model_dir / "context.json"
+    if not context_file.is_file():
+        raise MvcoreError(
+            f"{model_dir}: no context.json (view and keypoint names, model input size); "
+            "retrain with this mvcore version or write it by hand"
+        )
+    try:
+        return LossContext(**json.loads(context_file.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise MvcoreError(f"{context_file}: not a valid model context: {exc}") from exc
+
+
+def load_model(
+    model_dir: str | Path, checkpoint: str = "best", device: Any = None
+) -> tuple[Any, Any]:
+    """Rebuild the trained network of ``model_dir`` -> ``(module, config)``, in eval mode.
+
+    ``checkpoint``: ``"best"``, ``"last"`` or a ``.ckpt`` path. ``device``: default CUDA when
+    available, else CPU. The module is ``MultiviewPoseModule(..., build_losses=False)``, built
+    without pretrained or ``backbone_checkpoint`` weights; every network weight must be in the
+    checkpoint (a missing or unexpected non-loss key is an error: the checkpoint belongs to
+    another architecture).
+    """
+    import torch
+
+    from mvcore.plugin.components import load_components
+    from mvcore.training.module import MultiviewPoseModule
+
+    path = _require_dir(model_dir)
+    config = load_model_config(path)
+    context = _load_context(path)
+    ckpt = resolve_checkpoint(path, checkpoint)
+    components = load_components()
+    # every weight comes from the checkpoint: never fetch pretrained weights (offline use) or
+    # read the training-time backbone_checkpoint (its relative path may not resolve here)
+    build = config.model_copy(deep=True)
+    build.model.backbone_pretrained = False
+    build.model.backbone_checkpoint = None
+    module = MultiviewPoseModule(build, components, context, build_losses=False)
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+        raise MvcoreError(f"{ckpt}: cannot be read as a checkpoint: {exc}") from exc
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise MvcoreError(f"{ckpt}: no state_dict in the checkpoint")
+    state = {k: v for k, v in state.items() if not k.startswith(_LOSS_PREFIXES)}
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise MvcoreError(
+            f"{ckpt} does not match the model of {path / 'config.yaml'}: missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    module.to(device)
+    module.eval()
+    return module, config
+
+
+def model_calibration(config: Any, session: str, view_names: list[str]) -> tuple[Any, Path | None]:
+    """The calibration of a video session -> ``(CameraGroup in view order or None, file)``.
+
+    Same order as the project's discovery (``mvcore.data.project``):
+    ``calibrations/<session>.toml``, then ``data.calibration_file``, then ``calibration.toml``
+    in ``data.data_dir``. (``data.camera_params_file`` maps labelled images, not videos, so it
+    is used only through the per-session file.)
+    """
+    from mvcore.data.project import resolve_data_dir
+    from mvcore.errors import DataError
+    from mvcore.geometry import load_calibration
+
+    root = resolve_data_dir(config)
+    candidates = [root / "calibrations" / f"{session}.toml"]
+    if config.data.calibration_file:
+        name = Path(config.data.calibration_file).expanduser()
+        candidates.append(name if name.is_absolute() else root / name)
+    candidates.append(root / "calibration.toml")
+    for path in candidates:
+        if path.is_file():
+            group = load_calibration(path)
+            missing = [v for v in view_names if v not in group.names]
+            if missing:
+                raise DataError(
+                    f"{path}: camera names {group.names} do not include the model's views "
+                    f"{missing}; name the [cam_N] tables after the views"
+                )
+            return group.select(list(view_names)), path
+    return None, None

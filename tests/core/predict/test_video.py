@@ -1,0 +1,386 @@
+"""Video prediction: session grouping, lockstep streaming, preprocessing, 3D, writers, skip."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+import yaml
+from fake_plugins import TinyBackbonePlugin
+
+from mvcore.data.csv_io import read_keypoints_csv
+from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD, load_image
+from mvcore.errors import DataError, MvcoreError
+from mvcore.geometry import CameraGroup, project_points
+from mvcore.predict import video as vid
+from mvcore.predict.model_io import load_model
+
+
+def _write_video(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
+    """Lossless-enough H.264 (qp 0) or MPEG-4 video of uint8 ``frames (T, h, w, 3)``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        try:
+            stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
+        except (av.error.FFmpegError, ValueError):  # pragma: no cover - no libx264
+            stream = container.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _grey_frames(count: int, size: int = 32, offset: int = 0) -> np.ndarray:
+    """Frame ``t`` is uniformly grey at level ``offset + 8 t`` (decodable identity)."""
+    levels = offset + 8 * np.arange(count)
+    return np.broadcast_to(levels[:, None, None, None], (count, size, size, 3)).astype(np.uint8)
+
+
+# -------------------------------------------------------------------------------- sessions
+@pytest.mark.parametrize(("stem", "expected"), [
+    ("s1_top", ("s1", "top")),
+    ("s1_mousetop", None),            # LP bug B12: a view name inside a word is no match
+    ("top", None),                    # no session part
+    ("day_2_cam_a", ("day_2", "cam_a")),
+    ("s1_side_top", ("s1_side", "top")),
+])
+def test_match_view_needs_a_whole_underscore_suffix(stem, expected):
+    assert vid.match_view(stem, ["top", "side", "cam_a"]) == expected
+
+
+def test_match_view_prefers_the_longest_view_name():
+    assert vid.match_view("s1_mouse_top", ["top", "mouse_top"]) == ("s1", "mouse_top")
+
+
+def test_find_sessions_groups_views_in_model_order(tmp_path):
+    for name in ("b_top", "b_side", "a_side", "a_top", "a_mousetop", "notes_top.txt"):
+        if name.endswith(".txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            _write_video(tmp_path / f"{name}.mp4", _grey_frames(5))
+    sessions = vid.find_sessions(tmp_path, ["top", "side"])
+    assert [s.name for s in sessions] == ["a", "b"]
+    assert [v.path.name for v in sessions[0].videos] == ["a_top.mp4", "a_side.mp4"]
+    assert sessions[0].num_frames == 5
+    assert sessions[0].frame_sizes.tolist() == [[32, 32], [32, 32]]
+    only = vid.find_sessions(tmp_path, ["top", "side"], session="b")
+    assert [s.name for s in only] == ["b"]
+
+
+def test_find_sessions_names_missing_views_and_unsynchronised_counts(tmp_path):
+    _write_video(tmp_path / "s1_top.mp4", _grey_frames(5))
+    _write_video(tmp_path / "s1_mousetop.mp4", _grey_frames(5))  # must not stand in for 'top'
+    _write_video(tmp_path / "s2_top.mp4", _grey_frames(5))
+    _write_video(tmp_path / "s2_side.mp4", _grey_frames(4))
+    with pytest.raises(DataError) as info:
+        vid.find_sessions(tmp_path, ["top", "side"])
+    message = str(info.value)
+    assert "session 's1'" in message and "s1_side.mp4" in message
+    assert "session 's2'" in message and "top 5" in message and "side 4" in message
+    with pytest.raises(DataError, match="sessions found"):
+        vid.find_sessions(tmp_path, ["top", "side"], session="s3")
+    with pytest.raises(DataError, match="no videos named"):
+        vid.find_sessions(tmp_path, ["front", "back"])
+
+
+# ------------------------------------------------------------------------------- streaming
+def test_reader_decodes_views_in_lockstep_in_batches(tmp_path):
+    _write_video(tmp_path / "s_a.mp4", _grey_frames(10, offset=0))
+    _write_video(tmp_path / "s_b.mp4", _grey_frames(10, offset=100))
+    (session,) = vid.find_sessions(tmp_path, ["a", "b"])
+    seen = []
+    for frames in vid.SessionReader(session, batch_size=4):
+        assert frames.shape[1:] == (2, 32, 32, 3)  # one buffer when the views share a size
+        views = vid.view_frames(frames)
+        seen.append(np.stack([f.reshape(f.shape[0], -1).mean(1) for f in views], 1))
+    assert [len(s) for s in seen] == [4, 4, 2]
+    levels = np.concatenate(seen)  # (T, V)
+    expected = np.stack([8 * np.arange(10), 100 + 8 * np.arange(10)], 1)
+    np.testing.assert_allclose(levels, expected, atol=2.0)
+
+
+def test_reader_gives_views_of_different_sizes_as_a_list(tmp_path):
+    _write_video(tmp_path / "s_a.mp4", _grey_frames(3, size=32))
+    _write_video(tmp_path / "s_b.mp4", _grey_frames(3, size=48, offset=50))
+    (session,) = vid.find_sessions(tmp_path, ["a", "b"])
+    (frames,) = list(vid.SessionReader(session, batch_size=8))
+    assert [f.shape for f in frames] == [(3, 32, 32, 3), (3, 48, 48, 3)]
+    images = vid.frames_to_model_input(frames, (16, 16))
+    assert images.shape == (3, 2, 3, 16, 16)
+    grey = images[:, :, 0].mean((-1, -2)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # (T, V) in [0, 1]
+    np.testing.assert_allclose(grey.numpy() * 255, [[0, 50], [8, 58], [16, 66]], atol=2.0)
+
+
+def test_reader_reports_a_view_that_ends_early(tmp_path):
+    _write_video(tmp_path / "s_a.mp4", _grey_frames(6))
+    _write_video(tmp_path / "s_b.mp4", _grey_frames(4))
+    infos = [vid.probe_video(tmp_path / f"s_{v}.mp4") for v in "ab"]
+    infos[1].num_frames = 6  # pretend the header lied
+    session = vid.VideoSession("s", ["a", "b"], infos)
+    with pytest.raises(DataError, match="s_b.mp4 ended after 4 frames"):
+        list(vid.SessionReader(session, batch_size=3))
+
+
+def test_model_input_matches_the_training_image_loader(tmp_path):
+    rng = np.random.default_rng(0)
+    image = (rng.random((48, 80, 3)) * 255).astype(np.uint8)
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "frame.png")
+    reference = load_image(tmp_path / "frame.png", (32, 32))
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    reference = (reference - mean) / std
+    other = (rng.random((2, 64, 64, 3)) * 255).astype(np.uint8)  # views may differ in size
+    batch = vid.frames_to_model_input([np.stack([image, image]), other], (32, 32))
+    assert batch.shape == (2, 2, 3, 32, 32) and batch.dtype == torch.float32
+    # uint8 resize: within one grey level of the float loader (in normalised units)
+    assert (batch[0, 0] - reference).abs().max() <= 1.0 / 255 / min(IMAGENET_STD) + 1e-6
+    same = vid.frames_to_model_input(np.stack([np.stack([image, image])] * 2, 1), (32, 32))
+    assert same.shape == (2, 2, 3, 32, 32)
+    torch.testing.assert_close(same[:, 0], batch[:, 0])  # one call for all views: same result
+    torch.testing.assert_close(same[:, 1], batch[:, 0])
+
+
+# ------------------------------------------------------------------------------------- 3D
+def _rotvec(rot: np.ndarray) -> np.ndarray:
+    """Rodrigues vector of a rotation matrix (angle in (0, pi))."""
+    angle = np.arccos(np.clip((np.trace(rot) - 1) / 2, -1, 1))
+    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
+    return axis / (2 * np.sin(angle)) * angle
+
+
+def _rig(num_views: int = 4, size: tuple[int, int] = (256, 256)) -> CameraGroup:
+    """Cameras on a circle 600 mm from the origin, looking at it, with distortion;
+    ``size`` = (width, height) recorded in the calibration."""
+    angles = np.linspace(0, 2 * np.pi, num_views, endpoint=False) + 0.3
+    rotations, translations = [], []
+    for a in angles:
+        centre = np.array([600 * np.cos(a), 600 * np.sin(a), 300.0])
+        forward = -centre / np.linalg.norm(centre)
+        right = np.cross(forward, [0, 0, 1.0])
+        right /= np.linalg.norm(right)
+        down = np.cross(forward, right)
+        rot = np.stack([right, down, forward])
+        rotations.append(_rotvec(rot))
+        translations.append(-rot @ centre)
+    k = np.array([[500.0, 0, 128], [0, 500.0, 128], [0, 0, 1]])
+    return CameraGroup(names=[f"c{v}" for v in range(num_views)],
+                       sizes=np.tile(size, (num_views, 1)), intrinsics=np.stack([k] * num_views),
+                       distortions=np.tile([-0.1, 0.02, 0, 0, 0], (num_views, 1)),
+                       rotations=np.stack(rotations), translations=np.stack(translations))
+
+
+@pytest.fixture
+def rig_points():
+    group = _rig()
+    cams = group.to_tensors(dtype=torch.float64)
+    truth = torch.as_tensor(np.random.default_rng(1).uniform(-60, 60, (5, 3, 3)))  # (T, K, 3)
+    uv = project_points(truth, cams.intrinsics, cams.extrinsics, cams.distortions)  # (T,V,K,2)
+    return cams, truth.numpy(), uv.numpy()
+
+
+def test_triangulation_drops_views_below_the_threshold(rig_points):
+    cams, truth, uv = rig_points
+    conf = np.full(uv.shape[:-1], 0.9)
+    uv = uv.copy()
+    uv[:, 0, 0] += 40.0        # view 0 of keypoint 0 is wrong ...
+    conf[:, 0, 0] = 0.2        # ... and unsure: it must be left out
+    conf[:, 1:, 2] = 0.1       # keypoint 2: only one confident view -> no 3D point
+    out = vid.triangulate_predictions(uv, conf, cams, threshold=0.5)
+    np.testing.assert_allclose(out["points"][:, :2], truth[:, :2], atol=1e-6)
+    assert np.isnan(out["points"][:, 2]).all()
+    assert out["ncams"][:, 0].tolist() == [3] * 5 and out["ncams"][:, 1].tolist() == [4] * 5
+    assert (out["ncams"][:, 2] == 0).all() and np.isnan(out["errors"][:, 2]).all()
+    assert np.nanmax(out["errors"]) < 1e-6
+    np.testing.assert_allclose(out["scores"][:, :2], 0.9)
+    assert np.isnan(out["view_errors"][:, 0, 0]).all()  # unused view: no error reported
+    everything = vid.triangulate_predictions(uv, conf, cams, threshold=0.0)
+    assert (everything["ncams"] == 4).all()
+    assert (everything["errors"][:, 0] > 1.0).all()  # the bad view now pulls the point off
+    np.testing.assert_allclose(everything["scores"][:, 0], 0.2)  # anipose: lowest used conf
+
+
+def test_confidence_weights_favour_sure_views(rig_points):
+    cams, truth, uv = rig_points
+    noisy = uv + np.random.default_rng(2).normal(0, 3.0, uv.shape) * np.array([1, 0, 0, 0])[
+        None, :, None, None]  # only view 0 is noisy
+    conf = np.ones(uv.shape[:-1])
+    equal = vid.triangulate_predictions(noisy, conf, cams, threshold=0.0)["points"]
+    conf[:, 0] = 0.05
+    weighted = vid.triangulate_predictions(noisy, conf, cams, threshold=0.0)["points"]
+    assert np.linalg.norm(weighted - truth, axis=-1).mean() < \
+        0.5 * np.linalg.norm(equal - truth, axis=-1).mean()
+
+
+def test_anipose_csv_round_trips_and_loads_in_movement(tmp_path, rig_points):
+    import pandas as pd
+
+    cams, truth, uv = rig_points
+    out = vid.triangulate_predictions(uv, np.full(uv.shape[:-1], 0.8), cams)
+    names = ["nose", "ear_left", "tail_tip"]
+    path = tmp_path / "s_3d.csv"
+    vid.write_anipose_csv(path, out["points"], out["errors"], out["ncams"], out["scores"], names)
+    table = pd.read_csv(path)
+    assert list(table.columns[:6]) == ["nose_x", "nose_y", "nose_z", "nose_error", "nose_ncams",
+                                       "nose_score"]
+    assert list(table.columns[-13:]) == [f"M_{i}{j}" for i in range(3) for j in range(3)] + \
+        [f"center_{i}" for i in range(3)] + ["fnum"]
+    np.testing.assert_allclose(table[["ear_left_x", "ear_left_y", "ear_left_z"]], truth[:, 1])
+    load_poses = pytest.importorskip("movement.io.load_poses",
+                                     reason="movement is not installed")
+    ds = load_poses.from_anipose_file(path)
+    position = ds.position.sel(individuals=ds.individuals[0])  # (time, space, keypoints)
+    np.testing.assert_allclose(position.sel(keypoints="tail_tip").values, truth[:, 2])
+    np.testing.assert_allclose(ds.confidence.sel(keypoints="nose").values[:, 0], 0.8)
+
+
+# -------------------------------------------------------------------------------- drawing
+def test_draw_markers_colours_discs_and_skips_hidden_points():
+    frames = np.full((2, 40, 50, 3), 128, np.uint8)
+    colors = np.array([[255, 0, 0], [0, 255, 0]], np.uint8)
+    keypoints = np.array([[[10.2, 20.4], [48.0, 1.0]], [[np.nan, 5.0], [30.0, 30.0]]])
+    visible = np.array([[True, True], [True, False]])
+    vid.draw_markers(frames, keypoints, visible, colors, radius=3)
+    assert frames[0, 20, 10].tolist() == [255, 0, 0] and frames[0, 23, 10].tolist() == [255, 0, 0]
+    assert frames[0, 20, 14].tolist() == [0, 0, 0]            # the rim
+    assert frames[0, 20, 16].tolist() == [128, 128, 128]      # outside
+    assert frames[0, 1, 48].tolist() == [0, 255, 0]           # clipped at the border
+    assert (frames[1] == 128).all()                           # NaN and hidden: nothing drawn
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    """A model directory of the test backbone (untrained), with a calibration and videos."""
+    from mvcore.config.load import parse_config
+    from mvcore.losses.base import LossContext
+    from mvcore.plugin.components import build_components
+    from mvcore.plugin.manager import get_plugin_manager
+    from mvcore.training.module import MultiviewPoseModule
+
+    manager = get_plugin_manager(load_entrypoints=False)
+    manager.register(TinyBackbonePlugin(), name="tiny")
+    components = build_components(manager)
+    monkeypatch.setattr("mvcore.plugin.components.load_components", lambda: components)
+    views = ["c0", "c1", "c2", "c3"]
+    data = tmp_path / "project"
+    raw = {"data": {"image_resize_dims": {"height": 32, "width": 32}, "data_dir": str(data),
+                    "video_dir": "videos", "view_names": views,
+                    "keypoint_names": ["a", "b", "c"], "num_keypoints": 3},
+           "model": {"model_type": "tiny_conv"},
+           "training": {"imgaug": "none", "imgaug_3d": False}}
+    config = parse_config(raw)
+    context = LossContext(view_names=views, keypoint_names=["a", "b", "c"], image_height=32,
+                          image_width=32, heatmap_height=8, heatmap_width=8,
+                          has_calibration=True)
+    module = MultiviewPoseModule(config, components, context, build_losses=False)
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(raw))
+    import dataclasses
+
+    (out / "context.json").write_text(json.dumps(dataclasses.asdict(context)))
+    torch.save({"state_dict": module.state_dict()}, out / "checkpoints" / "best.ckpt")
+    from mvcore.geometry import save_calibration
+
+    (data / "videos").mkdir(parents=True)
+    save_calibration(_rig(size=(64, 48)), data / "calibration.toml")
+    rng = np.random.default_rng(3)
+    for v in views:
+        _write_video(data / "videos" / f"s1_{v}.mp4",
+                     (rng.random((9, 48, 64, 3)) * 255).astype(np.uint8))
+    old = 1_000_000_000  # the checkpoint is older than anything written later
+    os.utime(out / "checkpoints" / "best.ckpt", (old, old))
+    return out
+
+
+def test_predict_videos_writes_2d_and_3d_and_skips_up_to_date_sessions(model_dir, tmp_path):
+    messages: list[str] = []
+    results = vid.predict_videos(model_dir, batch_size=4, confidence_threshold=0.0,
+                                 progress=False, log=messages.append)
+    assert [r.status for r in results] == ["predicted"]
+    out = model_dir / "video_preds"
+    index, names, coords, likelihood = read_keypoints_csv(out / "s1_c2.csv")
+    assert index == [str(i) for i in range(9)] and names == ["a", "b", "c"]
+    assert coords.shape == (9, 3, 2) and likelihood.shape == (9, 3)
+    assert ((coords >= -0.5) & (coords <= [63.5, 47.5])).all()  # frame pixels of 64x48 frames
+
+    # the 3D file is the confidence-weighted triangulation of the 2D files
+    import pandas as pd
+
+    two_d = np.stack([read_keypoints_csv(out / f"s1_c{v}.csv")[2] for v in range(4)], 1)
+    conf = np.stack([read_keypoints_csv(out / f"s1_c{v}.csv")[3] for v in range(4)], 1)
+    expected = vid.triangulate_predictions(two_d, conf, _rig().to_tensors(dtype=torch.float64),
+                                           threshold=0.0)
+    table = pd.read_csv(out / "s1_3d.csv")
+    np.testing.assert_allclose(table[["b_x", "b_y", "b_z"]].to_numpy(), expected["points"][:, 1],
+                               rtol=1e-4, atol=1e-3)
+    assert (table["b_ncams"] == expected["ncams"][:, 1]).all()
+    assert table["fnum"].tolist() == list(range(9))
+
+    # batching does not change the predictions
+    again = vid.predict_videos(model_dir, out_dir=tmp_path / "b1", batch_size=1,
+                               confidence_threshold=0.0, progress=False, log=messages.append)
+    assert again[0].status == "predicted"
+    np.testing.assert_allclose(read_keypoints_csv(tmp_path / "b1" / "s1_c2.csv")[2], coords,
+                               atol=1e-4)
+
+    skipped = vid.predict_videos(model_dir, progress=False, log=messages.append)
+    assert skipped[0].status == "skipped" and "skipped session s1" in messages[-1]
+    video = model_dir.parent / "project" / "videos" / "s1_c1.mp4"
+    os.utime(video, None)  # a newer video makes the outputs stale
+    os.utime(out / "s1_c0.csv", (video.stat().st_mtime - 10,) * 2)
+    assert vid.predict_videos(model_dir, progress=False, log=messages.append)[0].status == \
+        "predicted"
+    assert vid.predict_videos(model_dir, overwrite=True, progress=False,
+                              log=messages.append)[0].status == "predicted"
+
+
+def test_load_model_errors_name_what_is_missing(model_dir, tmp_path):
+    module, config = load_model(model_dir, device="cpu")
+    assert not module.training and config.model.model_type == "tiny_conv"
+    with pytest.raises(MvcoreError, match="model directory not found"):
+        load_model(tmp_path / "nowhere")
+    with pytest.raises(MvcoreError, match="last.ckpt not found"):
+        load_model(model_dir, checkpoint="last")
+    (model_dir / "context.json").unlink()
+    with pytest.raises(MvcoreError, match="no context.json"):
+        load_model(model_dir)
+    (model_dir / "config.yaml").unlink()
+    with pytest.raises(MvcoreError, match="no config.yaml"):
+        load_model(model_dir)
+
+
+def test_without_calibration_only_2d_is_written(model_dir, tmp_path):
+    calibration = model_dir.parent / "project" / "calibration.toml"
+    moved = calibration.rename(tmp_path / "rig.toml")
+    messages: list[str] = []
+    (result,) = vid.predict_videos(model_dir, out_dir=tmp_path / "2d", progress=False,
+                                   log=messages.append)
+    assert result.calibration is None and any("2D predictions only" in m for m in messages)
+    assert sorted(p.name for p in (tmp_path / "2d").iterdir()) == [
+        f"s1_c{v}.csv" for v in range(4)]
+    (result,) = vid.predict_videos(model_dir, out_dir=tmp_path / "3d", calibration=moved,
+                                   progress=False, log=messages.append)
+    assert result.calibration == moved and (tmp_path / "3d" / "s1_3d.csv").is_file()
+
+
+def test_calibration_of_another_frame_size_is_flagged(model_dir, tmp_path):
+    from mvcore.geometry import load_calibration, save_calibration
+
+    rig = load_calibration(model_dir.parent / "project" / "calibration.toml")
+    rig.sizes[2] = [640, 480]
+    save_calibration(rig, tmp_path / "other.toml")
+    with pytest.warns(UserWarning, match=r"camera 'c2' is \[640, 480\] \(w, h\) but the video"):
+        vid.predict_videos(model_dir, out_dir=tmp_path / "out", calibration=tmp_path /
+                           "other.toml", progress=False, log=lambda _: None)

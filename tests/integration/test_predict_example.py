@@ -1,0 +1,150 @@
+"""Train briefly on the example project, then `mvcore predict` its videos and `mvcore evaluate`.
+
+The outputs must open in the ecosystem's tools (movement's DeepLabCut and anipose loaders),
+and the labelled videos must show the predicted points in their keypoint colours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mvcore.cli import main as cli
+from mvcore.cli.commands import evaluate_cmd, predict_cmd
+from mvcore.config.load import load_config
+from mvcore.data.csv_io import read_keypoints_csv
+from mvcore.data.example import make_example_project
+from mvcore.training.run import train
+
+pytestmark = pytest.mark.slow
+
+FRAMES = 40
+VIEWS = ["cam_a", "cam_b", "cam_c"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    config_path = make_example_project(root / "proj", seed=0, num_frames=FRAMES,
+                                       image_size=256, label_every=2)
+    config = load_config(config_path, overrides=[
+        "training.max_epochs=2", "training.min_epochs=1", "training.num_workers=0",
+        "training.check_val_every_n_epoch=1", "training.train_batch_size=8",
+        "data.image_resize_dims.height=64", "data.image_resize_dims.width=64",
+        "eval.num_labeled_frame_plots=0",
+    ])
+    model_dir = train(config, output_dir=str(root / "model"))
+    # training-time weights sources must not matter for prediction (the checkpoint has all)
+    saved = yaml.safe_load((model_dir / "config.yaml").read_text())
+    saved["model"].update(backbone_pretrained=True, backbone_checkpoint="moved_away.pth")
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    return model_dir
+
+
+def _cli(monkeypatch, argv: list[str]) -> int:
+    """Run `mvcore ...` in-process with the predict/evaluate commands registered."""
+    commands = tuple(cli.CORE_COMMANDS)
+    for module in (predict_cmd, evaluate_cmd):
+        if module not in commands:
+            commands += (module,)
+    monkeypatch.setattr(cli, "CORE_COMMANDS", commands)
+    return cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def predicted(model_dir, tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        code = _cli(monkeypatch, ["predict", str(model_dir), "--labeled-video",
+                                  "--batch-size", "8", "--confidence-threshold", "0",
+                                  "--video-threshold", "0"])
+    assert code == 0
+    return model_dir / "video_preds"
+
+
+def test_outputs_load_in_movement(predicted):
+    load_poses = pytest.importorskip("movement.io.load_poses",
+                                     reason="movement is not installed")
+    for view in VIEWS:
+        path = predicted / f"session0_{view}.csv"
+        _, names, coords, likelihood = read_keypoints_csv(path)
+        ds = load_poses.from_dlc_file(path, fps=30)
+        assert ds.position.shape == (FRAMES, 2, len(names), 1)
+        assert list(ds.keypoints.values) == names
+        np.testing.assert_allclose(ds.time.values, np.arange(FRAMES) / 30)
+        np.testing.assert_allclose(ds.position.values[..., 0].transpose(0, 2, 1), coords,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(ds.confidence.values[..., 0], likelihood, rtol=1e-6)
+    ds3 = load_poses.from_anipose_file(predicted / "session0_3d.csv")
+    assert ds3.position.shape == (FRAMES, 3, len(names), 1)
+    assert np.isfinite(ds3.position.values).all()  # threshold 0: every view is used
+    table = pd.read_csv(predicted / "session0_3d.csv")
+    assert (table[[f"{kp}_ncams" for kp in names]] == 3).all().all()
+    assert table["fnum"].tolist() == list(range(FRAMES))
+
+
+def test_labelled_video_shows_markers_in_keypoint_colours(predicted, model_dir):
+    from mvcore.predict.video import _keypoint_colors, draw_markers, marker_radius
+
+    view, t = "cam_b", 17
+    _, names, coords, _ = read_keypoints_csv(predicted / f"session0_{view}.csv")
+    colors = _keypoint_colors("cool", len(names)).astype(float)
+    labelled = _frame(predicted / "labeled_videos" / f"session0_{view}_labeled.mp4", t)
+    original = _frame(model_dir.parent / "proj" / "videos" / f"session0_{view}.mp4", t)
+    assert _frame_count(predicted / "labeled_videos" / f"session0_{view}_labeled.mp4") == FRAMES
+    radius = marker_radius(*labelled.shape[:2])
+    centres = np.rint(coords[t]).astype(int)  # (K, 2) x, y
+    checked = 0
+    for k in range(len(names)):
+        later = centres[k + 1:]
+        if len(later) and (np.abs(later - centres[k]).max(1) <= 2 * radius + 1).any():
+            continue  # covered by a later keypoint's marker
+        x, y = centres[k]
+        if not (radius <= x < labelled.shape[1] - radius and radius <= y < labelled.shape[0]
+                - radius):
+            continue
+        patch = labelled[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).astype(float).mean(0)
+        assert np.abs(patch - colors[k]).max() < 40, (names[k], patch, colors[k])
+        disc = np.s_[y - radius:y + radius + 1, x - radius:x + radius + 1]
+        assert np.abs(labelled[disc].astype(float) - original[disc]).mean() > 10
+        checked += 1
+    assert checked >= 1  # the last keypoint is always on top
+    # all markers: the labelled frame is the original frame with these markers drawn
+    expected = draw_markers(original.copy()[None], coords[t][None], np.ones((1, len(names)),
+                            bool), colors.astype(np.uint8), radius)[0]
+    marked = (expected != original).any(-1)
+    assert marked.sum() > len(names) * radius**2
+    error = np.abs(labelled.astype(float) - expected)[marked].mean()
+    change = np.abs(expected.astype(float) - original)[marked].mean()
+    assert error < 0.4 * change, (error, change)  # yuv420p halves the chroma resolution
+
+
+def _frame(path: Path, index: int) -> np.ndarray:
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                return frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"{path} has fewer than {index + 1} frames")
+
+
+def _frame_count(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_second_run_skips_and_evaluate_agrees_with_training(predicted, model_dir,
+                                                           monkeypatch, capsys):
+    assert _cli(monkeypatch, ["predict", str(model_dir)]) == 0
+    assert "skipped session session0" in capsys.readouterr().out
+    assert _cli(monkeypatch, ["evaluate", str(model_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "mean pixel error" in text and "tail_tip" in text
+    summary = pd.read_csv(model_dir / "eval" / "summary.csv").set_index("metric")["value"]
+    trained = pd.read_csv(model_dir / "metrics.csv").set_index("metric")["value"]
+    for split in ("train", "validation"):
+        assert summary[f"{split}_pixel_error_mean"] == pytest.approx(
+            trained[f"{split}_pixel_error_mean"], rel=1e-5)
