@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from mvcore.data.project import MultiviewProject, _discover_calibration, resolve_data_dir
+from mvcore.data.videos import VideoInfo, match_view, probe_video
 from mvcore.errors import DataError
 from mvcore.geometry import CameraTensors
 
@@ -38,17 +39,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
 @dataclass
-class _Video:
-    path: Path
-    num_frames: int
-    height: int
-    width: int
-
-
-@dataclass
 class _Session:
     name: str
-    videos: list[_Video]  # in view order
+    videos: list[VideoInfo]  # in view order
 
     @property
     def num_frames(self) -> int:
@@ -64,33 +57,6 @@ def video_dir(config: Any) -> Path | None:
     return path if path.is_absolute() else resolve_data_dir(config) / path
 
 
-def _match_view(stem: str, view_names: list[str]) -> tuple[str, str] | None:
-    """``<session>_<view>`` -> ``(session, view)``; the longest whole ``_`` suffix wins."""
-    hits = [v for v in view_names if stem.endswith("_" + v) and len(stem) > len(v) + 1]
-    if not hits:
-        return None
-    view = max(hits, key=len)
-    return stem[: -len(view) - 1], view
-
-
-def _probe(path: Path) -> _Video:
-    """Frame count and size from the header (counting packets when it has no count)."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"cannot open video {path}: {exc}") from exc
-    with container:
-        if not container.streams.video:
-            raise DataError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        count = int(stream.frames or 0)
-        if count <= 0:
-            count = sum(1 for packet in container.demux(stream) if packet.size)
-        return _Video(Path(path), count, int(stream.height), int(stream.width))
-
-
 def find_video_sessions(root: Path, view_names: list[str]) -> list[_Session]:
     """Sessions of ``root`` with a video for every view (sorted by name); sessions missing a
     view are skipped with a warning. DataError when there are none."""
@@ -104,7 +70,7 @@ def find_video_sessions(root: Path, view_names: list[str]) -> list[_Session]:
     for path in sorted(root.iterdir()):
         if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
             continue
-        match = _match_view(path.stem, view_names)
+        match = match_view(path.stem, view_names)
         if match is not None:
             grouped.setdefault(match[0], {}).setdefault(match[1], path)
     sessions, incomplete = [], []
@@ -114,7 +80,7 @@ def find_video_sessions(root: Path, view_names: list[str]) -> list[_Session]:
         if missing:
             incomplete.append(f"{name} (missing {', '.join(missing)})")
             continue
-        sessions.append(_Session(name, [_probe(views[v]) for v in view_names]))
+        sessions.append(_Session(name, [probe_video(views[v]) for v in view_names]))
     if incomplete:
         warnings.warn(
             f"{root}: skipping video sessions without every view: {'; '.join(incomplete)}",

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mvcore.data.videos import VideoInfo, match_view, probe_video
 from mvcore.errors import ConfigError, DataError
 
 __all__ = [
@@ -71,17 +72,6 @@ PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 
 # ------------------------------------------------------------------------------ sessions
 @dataclass
-class VideoInfo:
-    """One video file: frame count, frame rate and frame size (from the container)."""
-
-    path: Path
-    num_frames: int
-    fps: Fraction
-    height: int
-    width: int
-
-
-@dataclass
 class VideoSession:
     """The synchronised videos of one session, in the model's view order."""
 
@@ -97,35 +87,6 @@ class VideoSession:
     def frame_sizes(self) -> np.ndarray:
         """``(V, 2)`` ``[height, width]`` of each view."""
         return np.array([[v.height, v.width] for v in self.videos], dtype=np.int64)
-
-
-def match_view(stem: str, view_names: list[str]) -> tuple[str, str] | None:
-    """``<session>_<view>`` -> ``(session, view)``; the view is a whole ``_`` suffix."""
-    hits = [v for v in view_names if stem.endswith("_" + v) and len(stem) > len(v) + 1]
-    if not hits:
-        return None
-    view = max(hits, key=len)
-    return stem[: -len(view) - 1], view
-
-
-def probe_video(path: Path) -> VideoInfo:
-    """Frame count, rate and size of a video (counting packets if the header has no count)."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"cannot open video {path}: {exc}") from exc
-    with container:
-        if not container.streams.video:
-            raise DataError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        count = int(stream.frames or 0)
-        if count <= 0:
-            count = sum(1 for packet in container.demux(stream) if packet.size)
-        rate = stream.average_rate or stream.guessed_rate or Fraction(30)
-        return VideoInfo(Path(path), count, Fraction(rate), int(stream.height),
-                         int(stream.width))
 
 
 def find_sessions(video_dir: str | Path, view_names: list[str],
