@@ -188,3 +188,25 @@ def test_reprojection_missing_input_and_context():
         )
     with pytest.raises(ValueError, match="no epsilon"):
         ReprojectionHeatmapLoss.Params(epsilon=2.0)
+
+
+def test_pairwise_max_distance_drops_far_pairs_and_their_gradient():
+    from mv_losses.projection import PairwiseProjectionsLoss
+
+    targets = torch.zeros(1, 2, 3)
+    predictions = torch.zeros(1, 3, 2, 3)
+    predictions[0, 0, 0, 0] = 3.0  # an inlier 3 units away
+    predictions[0, 1, 1, 0] = 5000.0  # a pair whose rays met far away
+    predictions.requires_grad_(True)
+    capped = PairwiseProjectionsLoss(log_weight=0.0, max_distance=100.0)
+    value, logs = capped(keypoints_targ_3d=targets, keypoints_pred_3d=predictions, stage="train")
+    assert value.item() == pytest.approx(0.5 * 3.0 / 5)  # mean over the 5 inlier entries
+    value.backward()
+    assert predictions.grad[0, 1, 1].abs().sum() == 0 and predictions.grad[0, 0, 0, 0] > 0
+    fraction = {item["name"]: float(item["value"]) for item in logs}
+    name = "train_supervised_pairwise_projections_outlier_fraction"
+    assert fraction[name] == pytest.approx(1 / 6)
+    plain = PairwiseProjectionsLoss(log_weight=0.0)
+    value, _ = plain(keypoints_targ_3d=targets, keypoints_pred_3d=predictions.detach(),
+                     stage="train")
+    assert value.item() == pytest.approx(0.5 * 5003.0 / 6)  # LP's formula keeps every pair

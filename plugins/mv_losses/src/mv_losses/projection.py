@@ -33,6 +33,10 @@ class PairwiseProjectionsParams(LossParams):
     log_weight: float | None = 0.5
     #: distances below epsilon (world units; scalar or one value per keypoint) cost nothing
     epsilon: float | list[float] | None = 0.0
+    #: pairs whose 3D distance exceeds this (world units) are left out: rays of a pair that
+    #: disagree (one view's detection on the wrong spot) meet far away and their gradient would
+    #: swamp every other loss. None keeps every pair (Lightning Pose's formula).
+    max_distance: float | None = Field(None, gt=0.0)
 
 
 class PairwiseProjectionsLoss(Loss):
@@ -47,8 +51,10 @@ class PairwiseProjectionsLoss(Loss):
     loss_name = "supervised_pairwise_projections"
     Params = PairwiseProjectionsParams
 
-    def __init__(self, log_weight: float = 0.5, epsilon: Any = 0.0, **kwargs: Any) -> None:
+    def __init__(self, log_weight: float = 0.5, epsilon: Any = 0.0,
+                 max_distance: float | None = None, **kwargs: Any) -> None:
         super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
+        self.max_distance = max_distance
 
     def remove_nans(
         self, targets: torch.Tensor, predictions: torch.Tensor
@@ -81,9 +87,17 @@ class PairwiseProjectionsLoss(Loss):
                 "(a calibrated project)"
             )
         targets, predictions, valid = self.remove_nans(keypoints_targ_3d, keypoints_pred_3d)
-        elementwise = self.rectify_epsilon(self.compute_loss(targets, predictions))
+        distances = self.compute_loss(targets, predictions)
+        logs: LogList = []
+        if self.max_distance is not None:
+            inlier = distances.detach() <= self.max_distance
+            dropped = (valid & ~inlier).sum() / valid.sum().clamp(min=1)
+            valid = valid & inlier
+            logs.append({"name": f"{stage}_{self.loss_name}_outlier_fraction",
+                         "value": dropped.detach()})
+        elementwise = self.rectify_epsilon(distances)
         scalar = self.reduce_loss(elementwise[valid], method="mean")
-        return self.weight * scalar, self.log_loss(scalar, stage)
+        return self.weight * scalar, self.log_loss(scalar, stage) + logs
 
 
 class ReprojectionHeatmapParams(LossParams):
