@@ -23,15 +23,14 @@ class Components:
 
 
 def build_components(manager: PluginManager) -> Components:
-    from mvcore.augment.base import Augmenter
-    from mvcore.losses.base import Loss
-    from mvcore.models.base import Backbone
-
+    """Registries of every kind; base classes are named lazily so that listing plugins whose
+    targets are lazy strings stays free of heavy imports."""
     return Components(
         manager=manager,
-        losses=manager.build_registry("loss", base=Loss, name_attr="loss_name"),
-        augmenters=manager.build_registry("augmenter", base=Augmenter),
-        backbones=manager.build_registry("backbone", base=Backbone),
+        losses=manager.build_registry("loss", base="mvcore.losses.base:Loss",
+                                      name_attr="loss_name"),
+        augmenters=manager.build_registry("augmenter", base="mvcore.augment.base:Augmenter"),
+        backbones=manager.build_registry("backbone", base="mvcore.models.base:Backbone"),
     )
 
 

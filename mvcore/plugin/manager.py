@@ -174,7 +174,7 @@ class PluginManager:
 
     # --------------------------------------------------------------- components
     def build_registry(
-        self, kind: str, base: type | None = None, name_attr: str = "name"
+        self, kind: str, base: type | str | None = None, name_attr: str = "name"
     ) -> Registry:
         """Call the register hook of ``kind`` once per plugin, scoped to that plugin."""
         hook_name = _REGISTER_HOOKS[kind]

@@ -54,13 +54,24 @@ class RegistryEntry:
 class Registry:
     """Names of one kind of component (``kind`` is "loss", "augmenter" or "backbone")."""
 
-    def __init__(self, kind: str, base: type | None = None, name_attr: str = "name") -> None:
+    def __init__(self, kind: str, base: type | str | None = None, name_attr: str = "name"
+                 ) -> None:
         self.kind = kind
-        self.base = base
+        # a "module:Class" string is imported only when needed, so listing plugins that
+        # register lazy targets never imports torch
+        self._base = base
         self.name_attr = name_attr
         self._entries: dict[str, RegistryEntry] = {}
         # plugin load failures, set by the plugin manager, shown beside unknown-name errors
         self.load_errors: dict[str, str] = {}
+
+    @property
+    def base(self) -> type | None:
+        """The class every registered component must subclass (imported on first use)."""
+        if isinstance(self._base, str):
+            module_name, _, attr = self._base.partition(":")
+            self._base = getattr(importlib.import_module(module_name), attr)
+        return self._base
 
     def scoped(self, provider: str, version: str | None = None) -> ScopedRegistry:
         """A view that records ``provider`` as the source of everything added through it."""

@@ -47,3 +47,27 @@ def test_lazy_target_without_name_is_an_error():
     registry = Registry("loss", base=Loss)
     with pytest.raises(ValueError, match="needs name"):
         registry.scoped("x").add("pkg.mod:Cls")
+
+
+def test_listing_lazy_plugins_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mvcore import hookimpl\n"
+        "from mvcore.plugin.components import build_components\n"
+        "from mvcore.plugin.manager import get_plugin_manager\n"
+        "class Lazy:\n"
+        "    @hookimpl\n"
+        "    def mvcore_register_losses(self, registry):\n"
+        "        registry.add('somewhere.heavy:Loss', name='lazy_loss')\n"
+        "m = get_plugin_manager(load_entrypoints=False)\n"
+        "m.register(Lazy(), name='lazy')\n"
+        "c = build_components(m)\n"
+        "assert c.losses.names() == ['lazy_loss']\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "False"
