@@ -34,6 +34,7 @@ def test_consistent_predictions_cost_nothing(rig):
     assert logs[1]["name"] == "multiview_reprojection_weight"
     params = MultiviewReprojectionLoss.Params()
     assert (params.log_weight, params.epsilon, params.prob_threshold) == (0.0, 5.0, 0.0)
+    assert params.max_error == 100.0
     assert MultiviewReprojectionLoss.supervised is False and MultiviewReprojectionLoss.annealed
 
 
@@ -95,3 +96,24 @@ def test_unbatched_cameras_nan_and_single_view_keypoints(rig):
     weighted, logs = loss(everything_missing, intrinsics=k, extrinsics=ext, distortions=d)
     weighted.backward()
     assert float(logs[0]["value"]) == 0.0 and torch.isfinite(everything_missing.grad).all()
+
+
+def test_max_error_leaves_out_wild_reprojections_and_their_gradient(rig):
+    """Frame 0: views 0-2 agree and view 3 (barely trusted) is 6 px off -> errors (0, 0, 0, 6).
+    Frame 1: view 3 is 5000 px off -> an error above max_error, left out with its gradient."""
+    preds, cams = _scene(rig, batch=2, keypoints=1)
+    off = preds.clone()
+    off[0, 6] += 6.0
+    off[1, 6] += 5000.0
+    off.requires_grad_(True)
+    conf = torch.tensor([[1.0, 1.0, 1.0, 1e-4]] * 2, dtype=F64)
+    loss = MultiviewReprojectionLoss(epsilon=0.0, max_error=100.0)
+    weighted, logs = _call(loss, off, cams, confidences=conf)
+    values = {item["name"]: float(item["value"]) for item in logs}
+    assert values["train_multiview_reprojection_loss"] == pytest.approx(6.0 / 7, rel=1e-3)
+    assert values["train_multiview_reprojection_outlier_fraction"] == pytest.approx(1 / 8)
+    weighted.backward()
+    assert off.grad[1, 6:8].abs().sum() == 0 and off.grad[0, 6:8].abs().sum() > 0
+    _, logs = _call(MultiviewReprojectionLoss(epsilon=0.0, max_error=None), off, cams,
+                    confidences=conf)
+    assert float(logs[0]["value"]) == pytest.approx((6.0 + 5000.0) / 8, rel=1e-3)

@@ -25,6 +25,10 @@ class MultiviewReprojectionParams(LossParams):
     epsilon: float | list[float] | None = 5.0
     #: views whose confidence is below this take no part (triangulation nor error)
     prob_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    #: pixels (frame); larger errors are left out of the mean. Early in training (or on a
+    #: frame the model gets badly wrong) rays can meet behind a camera and reproject
+    #: millions of pixels away; such a term would swamp every other loss. None keeps all.
+    max_error: float | None = Field(100.0, gt=0.0)
 
 
 class MultiviewReprojectionLoss(Loss):
@@ -51,10 +55,12 @@ class MultiviewReprojectionLoss(Loss):
         log_weight: float = 0.0,
         epsilon: float | list[float] | None = 5.0,
         prob_threshold: float = 0.0,
+        max_error: float | None = 100.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
         self.register_buffer("prob_threshold", torch.tensor(float(prob_threshold)))
+        self.max_error = max_error
 
     def remove_nans(
         self, points: torch.Tensor, confidences: torch.Tensor | None
@@ -102,5 +108,12 @@ class MultiviewReprojectionLoss(Loss):
         errors = self.compute_loss(points, weights, intrinsics, extrinsics, distortions)
         valid = torch.isfinite(errors)
         errors = torch.where(valid, errors, 0.0)
+        logs: LogList = []
+        if self.max_error is not None:
+            inlier = errors.detach() <= self.max_error
+            dropped = (valid & ~inlier).sum() / valid.sum().clamp(min=1)
+            valid = valid & inlier
+            logs.append({"name": f"{stage}_{self.loss_name}_outlier_fraction",
+                         "value": dropped.detach()})
         scalar = self.reduce_loss(self.rectify_epsilon(errors)[valid], method="mean")
-        return self.weight * scalar, self.log_loss(scalar, stage)
+        return self.weight * scalar, self.log_loss(scalar, stage) + logs
