@@ -30,7 +30,7 @@ from mv_aug3d.pipelines import DLCParams, DLCPipeline
 from PIL import Image
 
 from mvcore.data.bbox import frame_to_model
-from mvcore.data.example import _keypoint_colors, make_example_project
+from mvcore.data.example import make_example_project, marker_colors
 from mvcore.geometry import CameraTensors, load_calibration, rodrigues_to_matrix
 
 FITS = ("similarity", "affine", "homography")
@@ -73,7 +73,7 @@ def load_example(root: Path) -> tuple[list[dict[str, Any]], np.ndarray, torch.Te
             }
         )
         usable.append(isolated_blobs(kp, occ, size))
-    return samples, np.stack(usable), torch.from_numpy(_keypoint_colors(num_kp))
+    return samples, np.stack(usable), torch.from_numpy(marker_colors(num_kp))
 
 
 def isolated_blobs(

@@ -34,7 +34,7 @@ from mvcore.geometry import (
     undistort_points,
 )
 
-__all__ = ["KEYPOINT_NAMES", "make_example_project"]
+__all__ = ["KEYPOINT_NAMES", "make_example_project", "marker_colors"]
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose",
@@ -94,7 +94,7 @@ class _Sizes:
         return cls(sigma=1.1 * s, halo=4.0 * s, line=0.6 * s)
 
 
-def _keypoint_colors(num: int) -> np.ndarray:
+def marker_colors(num: int) -> np.ndarray:
     """Distinct saturated colours ``(num, 3)`` in [0, 1]: evenly spaced hues, permuted so that
     neighbouring keypoints get contrasting ones."""
     step = next(m for m in (3, 7, 11, 13, 1) if np.gcd(m, num) == 1)
@@ -612,7 +612,7 @@ def make_example_project(
     depth = np.einsum("vij,tkj->tvki", group.rotation_matrices(), points)[..., 2]
     depth = depth + group.translations[None, :, None, 2]  # (T, V, K)
     focal = group.intrinsics[:, 0, 0]
-    colors = _keypoint_colors(num_kp)
+    colors = marker_colors(num_kp)
     sizes = _Sizes.for_image(image_size)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ __all__ = [
     "draw_markers",
     "find_sessions",
     "frames_to_model_input",
+    "keypoint_colors",
     "match_view",
     "predict_session",
     "predict_videos",
@@ -327,7 +328,7 @@ def write_anipose_csv(path: str | Path, points: np.ndarray, errors: np.ndarray,
     frame.to_csv(path, index=False)
 
 
-def _keypoint_colors(colormap: str, num: int) -> np.ndarray:
+def keypoint_colors(colormap: str, num: int) -> np.ndarray:
     """``(num, 3)`` uint8 RGB, evenly spaced along a matplotlib colormap."""
     import matplotlib
 
@@ -586,7 +587,7 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
         started = time.perf_counter()
         try:
             if labeled_video:
-                colors = _keypoint_colors(config.eval.colormap, len(keypoint_names))
+                colors = keypoint_colors(config.eval.colormap, len(keypoint_names))
                 writers = [LabeledVideoWriter(path, info.fps, info.height, info.width, colors)
                            for path, info in zip(outputs[-len(view_names):], item.videos)]
             predictions = predict_session(module, item, batch_size, precision, cameras,

@@ -88,11 +88,11 @@ def test_outputs_load_in_movement(predicted):
 
 
 def test_labelled_video_shows_markers_in_keypoint_colours(predicted, model_dir):
-    from mvcore.predict.video import _keypoint_colors, draw_markers, marker_radius
+    from mvcore.predict.video import draw_markers, keypoint_colors, marker_radius
 
     view, t = "cam_b", 17
     _, names, coords, _ = read_keypoints_csv(predicted / f"session0_{view}.csv")
-    colors = _keypoint_colors("cool", len(names)).astype(float)
+    colors = keypoint_colors("cool", len(names)).astype(float)
     labelled = _frame(predicted / "labeled_videos" / f"session0_{view}_labeled.mp4", t)
     original = _frame(model_dir.parent / "proj" / "videos" / f"session0_{view}.mp4", t)
     assert _frame_count(predicted / "labeled_videos" / f"session0_{view}_labeled.mp4") == FRAMES
