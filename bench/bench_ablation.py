@@ -1,6 +1,10 @@
 """Loss ablation on the built-in example project (same seed, same steps for every variant).
 
-    python bench/bench_ablation.py [--epochs 60] [--out /tmp/ablation]
+    python bench/bench_ablation.py [--out /tmp/mvcore_ablation] [--only 0 3] [--set KEY=VALUE]
+
+The defaults are the settings recorded in bench/RESULTS.md: 150 epochs, the 3D and
+unsupervised losses off (annealing weight 0) until epoch 60 and at full weight from epoch 110,
+no 2D/3D augmentation (the example's config).
 
 Variants: supervised heatmap loss only; + pairwise projection 3D loss; + reprojected heatmap 3D
 loss; + the unsupervised multiview_reprojection loss on unlabelled clips of the project's videos;
@@ -76,16 +80,16 @@ def variants(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--out", default="/tmp/mvcore_ablation")
-    parser.add_argument("--freeze-until-epoch", type=int, default=5)
-    parser.add_argument("--increase-factor", type=float, default=0.1)
-    parser.add_argument("--pairwise-log-weight", type=float, default=0.5)
-    parser.add_argument("--reprojection-log-weight", type=float, default=3.0)
-    parser.add_argument("--pairwise-max-distance", type=float, default=None,
+    parser.add_argument("--freeze-until-epoch", type=int, default=60)
+    parser.add_argument("--increase-factor", type=float, default=0.02)
+    parser.add_argument("--pairwise-log-weight", type=float, default=7.0)
+    parser.add_argument("--reprojection-log-weight", type=float, default=1.0)
+    parser.add_argument("--pairwise-max-distance", type=float, default=30.0,
                         help="world units; pairs farther from the target are left out")
     parser.add_argument("--unsupervised-log-weight", type=float, default=6.0)
-    parser.add_argument("--unsupervised-epsilon", type=float, default=5.0,
+    parser.add_argument("--unsupervised-epsilon", type=float, default=1.0,
                         help="multiview_reprojection epsilon in frame pixels")
     parser.add_argument("--only", type=int, nargs="+", default=None,
                         help="run only these variant numbers (0 = supervised only)")
