@@ -33,7 +33,7 @@ def test_consistent_predictions_cost_nothing(rig):
     assert logs[0]["name"] == "train_multiview_reprojection_loss"
     assert logs[1]["name"] == "multiview_reprojection_weight"
     params = MultiviewReprojectionLoss.Params()
-    assert (params.log_weight, params.epsilon, params.prob_threshold) == (0.0, 5.0, 0.0)
+    assert (params.log_weight, params.epsilon, params.prob_threshold) == (6.0, 5.0, 0.0)
     assert params.max_error == 100.0
     assert MultiviewReprojectionLoss.supervised is False and MultiviewReprojectionLoss.annealed
 

@@ -20,7 +20,9 @@ from mvcore.losses.base import LogList, Loss, LossParams, Stage
 
 
 class MultiviewReprojectionParams(LossParams):
-    log_weight: float | None = 0.0
+    #: weight 1/(2e^6) ~ 0.0012: weighted, about the size of a converged heatmap_mse on the
+    #: example project (bench/RESULTS.md, "Loss ablation"); 4.0 (7x more) stalled learning
+    log_weight: float | None = 6.0
     #: pixels (frame); errors below it cost nothing (calibration and labelling noise)
     epsilon: float | list[float] | None = 5.0
     #: views whose confidence is below this take no part (triangulation nor error)
@@ -52,7 +54,7 @@ class MultiviewReprojectionLoss(Loss):
 
     def __init__(
         self,
-        log_weight: float = 0.0,
+        log_weight: float = 6.0,
         epsilon: float | list[float] | None = 5.0,
         prob_threshold: float = 0.0,
         max_error: float | None = 100.0,
