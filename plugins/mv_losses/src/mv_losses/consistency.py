@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from mv_losses.outliers import drop_outliers
 from mvcore.geometry import reprojection_error, triangulate
 from mvcore.losses.base import LogList, Loss, LossParams, Stage
 
@@ -110,12 +111,7 @@ class MultiviewReprojectionLoss(Loss):
         errors = self.compute_loss(points, weights, intrinsics, extrinsics, distortions)
         valid = torch.isfinite(errors)
         errors = torch.where(valid, errors, 0.0)
-        logs: LogList = []
-        if self.max_error is not None:
-            inlier = errors.detach() <= self.max_error
-            dropped = (valid & ~inlier).sum() / valid.sum().clamp(min=1)
-            valid = valid & inlier
-            logs.append({"name": f"{stage}_{self.loss_name}_outlier_fraction",
-                         "value": dropped.detach()})
+        valid, logs = drop_outliers(errors, valid, self.max_error,
+                                    f"{stage}_{self.loss_name}_outlier_fraction")
         scalar = self.reduce_loss(self.rectify_epsilon(errors)[valid], method="mean")
         return self.weight * scalar, self.log_loss(scalar, stage) + logs

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field, field_validator
 
 from mv_losses.heatmap import HeatmapMSELoss
+from mv_losses.outliers import drop_outliers
 from mvcore.data.heatmaps import render_heatmaps
 from mvcore.losses.base import LogList, Loss, LossParams, Stage
 
@@ -88,13 +89,8 @@ class PairwiseProjectionsLoss(Loss):
             )
         targets, predictions, valid = self.remove_nans(keypoints_targ_3d, keypoints_pred_3d)
         distances = self.compute_loss(targets, predictions)
-        logs: LogList = []
-        if self.max_distance is not None:
-            inlier = distances.detach() <= self.max_distance
-            dropped = (valid & ~inlier).sum() / valid.sum().clamp(min=1)
-            valid = valid & inlier
-            logs.append({"name": f"{stage}_{self.loss_name}_outlier_fraction",
-                         "value": dropped.detach()})
+        valid, logs = drop_outliers(distances, valid, self.max_distance,
+                                    f"{stage}_{self.loss_name}_outlier_fraction")
         elementwise = self.rectify_epsilon(distances)
         scalar = self.reduce_loss(elementwise[valid], method="mean")
         return self.weight * scalar, self.log_loss(scalar, stage) + logs
