@@ -55,10 +55,10 @@ def variants(args: argparse.Namespace) -> dict[str, list[str]]:
     """Variant name -> overrides on top of the shared ones."""
     key = "losses.supervised_reprojection_heatmap_mse.log_weight"
     reprojection = f"{key}={args.reprojection_log_weight}"
-    pairwise = [f"losses.supervised_pairwise_projections.log_weight={args.pairwise_log_weight}"]
-    if args.pairwise_max_distance is not None:
-        pairwise.append(
-            f"losses.supervised_pairwise_projections.max_distance={args.pairwise_max_distance}")
+    pairwise = [
+        f"losses.supervised_pairwise_projections.log_weight={args.pairwise_log_weight}",
+        f"losses.supervised_pairwise_projections.max_distance={args.pairwise_max_distance}",
+    ]
     return {
         "supervised only": [],
         "+ pairwise projection": pairwise,
@@ -122,9 +122,8 @@ def main() -> int:
         })
         print(rows[-1], flush=True)
         pd.DataFrame(rows).to_csv(out / "ablation.csv", index=False)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows)  # already in OUT/ablation.csv, written after each variant
     print(table.to_markdown(index=False, floatfmt=".2f") if _has_tabulate() else table)
-    table.to_csv(out / "ablation.csv", index=False)
     return 0
 
 
