@@ -15,6 +15,9 @@ ordered view-major (all K keypoints of view 0, then view 1, ...):
 - ``confidences``: ``(B, N)``
 - ``keypoints_targ_3d``: ``(B, K, 3)``; ``keypoints_pred_3d``: ``(B, P, K, 3)`` for P view pairs
 - ``keypoints_pred_2d_reprojected``: ``(B, N, 2)`` in model pixels
+- ``intrinsics (B, V, 3, 3)``, ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)``: anipose
+  cameras; ``has_calibration (B,)`` bool: False where a frame's session has no calibration
+  (its cameras are placeholders and its 3D inputs NaN)
 
 The required keyword arguments of ``__call__`` (or ``forward``) are the loss's declared inputs;
 the LossFactory checks them against what the model produces before training starts.

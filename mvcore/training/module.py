@@ -32,7 +32,7 @@ BASE_INPUTS = {
 #: loss inputs produced only for calibrated projects
 CALIBRATED_INPUTS = {
     "keypoints_targ_3d", "keypoints_pred_3d", "keypoints_pred_2d_reprojected",
-    "intrinsics", "extrinsics", "distortions",
+    "intrinsics", "extrinsics", "distortions", "has_calibration",
 }
 
 
@@ -114,8 +114,10 @@ class MultiviewPoseModule(pl.LightningModule):
         ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)``, ``has_calibration (B,)`` (used
         when the project is calibrated). Returns ``heatmaps_pred (B, N, h, w)``,
         ``keypoints_pred`` / ``keypoints_pred_augmented (B, 2N)`` frame pixels,
-        ``confidences (B, N)``, and for calibrated projects the cameras and (when a loss needs
-        them) ``keypoints_pred_3d`` / ``keypoints_pred_2d_reprojected``.
+        ``confidences (B, N)``, and for calibrated projects the cameras, ``has_calibration (B,)``
+        (False for frames of a session without calibration: their cameras are placeholders)
+        and (when a loss needs them) ``keypoints_pred_3d`` / ``keypoints_pred_2d_reprojected``
+        (NaN for those frames).
         """
         b, v, k = images.shape[0], self.num_views, self.num_keypoints
         out = self.predict_keypoints(images, bbox)
@@ -137,7 +139,8 @@ class MultiviewPoseModule(pl.LightningModule):
             extrinsics = cameras["extrinsics"].to(pred_aug_frame)
             distortions = cameras["distortions"].to(pred_aug_frame)
             calibrated = cameras["has_calibration"].bool().reshape(b, 1, 1, 1)
-            inputs.update(intrinsics=intrinsics, extrinsics=extrinsics, distortions=distortions)
+            inputs.update(intrinsics=intrinsics, extrinsics=extrinsics, distortions=distortions,
+                          has_calibration=calibrated.reshape(b))
             if self.needs_3d:
                 pairs = triangulate_pairs(pred_aug_frame, intrinsics, extrinsics, distortions)
                 inputs["keypoints_pred_3d"] = torch.where(

@@ -93,6 +93,8 @@ def test_loss_inputs_shapes_and_3d_only_for_calibrated_samples(components):
     pairs = inputs["keypoints_pred_3d"]
     assert pairs.shape == (2, 1, 3, 3)
     assert torch.isfinite(pairs[0]).all() and torch.isnan(pairs[1]).all()
+    assert inputs["has_calibration"].tolist() == [True, False]
+    assert inputs["intrinsics"].shape == (2, 2, 3, 3)
     total, _ = module.loss_supervised(stage="train", **inputs)
     total.backward()
     grads = [p.grad for p in module.backbone.parameters()]

@@ -117,3 +117,21 @@ def test_max_error_leaves_out_wild_reprojections_and_their_gradient(rig):
     _, logs = _call(MultiviewReprojectionLoss(epsilon=0.0, max_error=None), off, cams,
                     confidences=conf)
     assert float(logs[0]["value"]) == pytest.approx((6.0 + 5000.0) / 8, rel=1e-3)
+
+
+def test_frames_without_calibration_are_left_out_with_their_gradient(rig):
+    """Frame 1 belongs to an uncalibrated session: its placeholder cameras must not produce a
+    loss or a gradient; the value equals the loss of frame 0 alone."""
+    preds, cams = _scene(rig, batch=2, keypoints=2)
+    noisy = preds + 2 * torch.randn(preds.shape, generator=torch.Generator().manual_seed(4),
+                                    dtype=F64)
+    noisy.requires_grad_(True)
+    loss = MultiviewReprojectionLoss(epsilon=0.0)
+    weighted, logs = _call(loss, noisy, cams, has_calibration=torch.tensor([True, False]))
+    weighted.backward()
+    _, alone = _call(loss, noisy[:1].detach(), [c[:1] for c in cams])
+    assert float(logs[0]["value"]) == pytest.approx(float(alone[0]["value"]), rel=1e-9)
+    assert float(logs[0]["value"]) > 0.5
+    assert noisy.grad[1].abs().sum() == 0 and (noisy.grad[0].abs() > 0).all()
+    _, none = _call(loss, noisy.detach(), cams, has_calibration=torch.tensor([False, False]))
+    assert float(none[0]["value"]) == 0.0

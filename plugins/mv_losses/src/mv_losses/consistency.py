@@ -39,7 +39,9 @@ class MultiviewReprojectionLoss(Loss):
 
     Inputs: ``keypoints_pred (B, 2N)`` frame pixels (N = V * K, view-major),
     ``intrinsics (B, V, 3, 3)``, ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)`` (or
-    unbatched ``(V, ...)``) and optional ``confidences (B, N)``. Per ``(b, k)``: the views with
+    unbatched ``(V, ...)``), optional ``confidences (B, N)`` and optional
+    ``has_calibration (B,)`` (frames of uncalibrated sessions carry placeholder cameras and
+    are left out). Per ``(b, k)``: the views with
     confidence >= ``prob_threshold`` and finite predictions are triangulated with the
     confidences as DLT weights (detached: confidences choose how much each view counts but are
     not optimised by this loss); each such view's pixel error ``(B, V, K)`` is rectified by
@@ -66,11 +68,19 @@ class MultiviewReprojectionLoss(Loss):
         self.max_error = max_error
 
     def remove_nans(
-        self, points: torch.Tensor, confidences: torch.Tensor | None
+        self,
+        points: torch.Tensor,
+        confidences: torch.Tensor | None,
+        has_calibration: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, V, K, 2)`` points -> the points with unusable views set to NaN (so that
-        triangulation and error skip them) and the DLT weights ``(B, V, K)``."""
+        triangulation and error skip them) and the DLT weights ``(B, V, K)``. A view is
+        unusable when its prediction is not finite, its confidence is below
+        ``prob_threshold`` or zero, or its frame has no calibration."""
         usable = torch.isfinite(points).all(-1)
+        if has_calibration is not None:
+            usable = usable & has_calibration.to(device=points.device, dtype=torch.bool)[
+                :, None, None]
         if confidences is None:
             weights = usable.to(points.dtype)
         else:
@@ -101,13 +111,14 @@ class MultiviewReprojectionLoss(Loss):
         extrinsics: torch.Tensor,
         distortions: torch.Tensor | None = None,
         confidences: torch.Tensor | None = None,
+        has_calibration: torch.Tensor | None = None,
         stage: Stage | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, LogList]:
         num_views = intrinsics.shape[-3]
         batch = keypoints_pred.shape[0]
         points = keypoints_pred.reshape(batch, num_views, -1, 2)
-        points, weights = self.remove_nans(points, confidences)
+        points, weights = self.remove_nans(points, confidences, has_calibration)
         errors = self.compute_loss(points, weights, intrinsics, extrinsics, distortions)
         valid = torch.isfinite(errors)
         errors = torch.where(valid, errors, 0.0)
