@@ -1,6 +1,7 @@
 """Loss ablation on the built-in example project (same seed, same steps for every variant).
 
     python bench/bench_ablation.py [--out /tmp/mvcore_ablation] [--only 0 3] [--set KEY=VALUE]
+                                   [--drop-labels 0.4]
 
 The defaults are the settings recorded in bench/RESULTS.md: 150 epochs, the 3D and
 unsupervised losses off (annealing weight 0) until epoch 60 and at full weight from epoch 110,
@@ -15,7 +16,15 @@ variant, also written to OUT/ablation.csv); record them in bench/RESULTS.md.
 The labelled test split of the example is small (6 frame sets), so each model also predicts the
 project's whole video (120 frame sets, as `mvcore predict` does) and the table adds the median
 reprojection error of the confidence-weighted triangulation (all views) of those predictions
-and their median 3D distance to the example's exact ground truth (ground_truth_3d.csv, mm).
+and their median 3D distance to the example's exact ground truth (ground_truth_3d.csv, mm),
+over all frames and over the held-out frames only (the 60 frames that have no labelled image,
+so neither training nor validation saw them).
+
+``--drop-labels F`` removes a random fraction F of the (frame set, view, keypoint) labels
+(a fixed RNG, the same for every variant) before training: the partial labelling of real
+projects, where a labeller skips a keypoint in the views where it is hard to see. The
+supervised heatmap loss has no target there; the 3D losses still constrain those views
+whenever two other views are labelled.
 """
 
 from __future__ import annotations
@@ -34,9 +43,35 @@ from mvcore.predict.video import predict_videos
 from mvcore.training.run import train
 
 
+def labelled_frames(project_dir: Path) -> set[int]:
+    """Frame numbers of the project's labelled images (``.../img<NNNN>.png``)."""
+    frames: set[int] = set()
+    for csv in sorted(project_dir.glob("CollectedData_*.csv")):
+        index = pd.read_csv(csv, header=[0, 1, 2], index_col=0).index
+        frames |= {int(Path(name).stem[len("img"):]) for name in index}
+    return frames
+
+
+def drop_labels(project_dir: Path, fraction: float, seed: int = 0) -> float:
+    """Blank a random ``fraction`` of the labels of every ``CollectedData_*.csv`` (per frame
+    set, view and keypoint; deterministic from ``seed``). Returns the fraction now missing."""
+    rng = np.random.default_rng(seed)
+    missing, total = 0, 0
+    for csv in sorted(project_dir.glob("CollectedData_*.csv")):
+        table = pd.read_csv(csv, header=[0, 1, 2], index_col=0)
+        values = table.to_numpy().reshape(len(table), -1, 2)  # (rows, K, 2)
+        values[rng.random(values.shape[:2]) < fraction] = np.nan
+        table.iloc[:, :] = values.reshape(len(table), -1)
+        table.to_csv(csv)
+        missing += int(np.isnan(values[..., 0]).sum())
+        total += values.shape[0] * values.shape[1]
+    return missing / total
+
+
 def video_metrics(model_dir: Path, project_dir: Path) -> dict[str, float]:
     """Predict the example video; median reprojection error [px] of the triangulated
-    predictions and median 3D error [mm] against the exact ground truth."""
+    predictions and median 3D error [mm] against the exact ground truth, over all frames and
+    over the frames without a labelled image."""
     predict_videos(model_dir, progress=False, log=lambda message: None, overwrite=True,
                    confidence_threshold=0.0)  # every view, weighted by its confidence
     points = pd.read_csv(model_dir / "video_preds" / "session0_3d.csv")
@@ -47,8 +82,11 @@ def video_metrics(model_dir: Path, project_dir: Path) -> dict[str, float]:
     true = np.stack([truth.loc[points["fnum"], c].to_numpy() for c in columns], axis=1)
     errors = points[[f"{name}_error" for name in names]].to_numpy()
     distance = np.linalg.norm(pred - true, axis=-1)
+    held_out = ~points["fnum"].isin(labelled_frames(project_dir)).to_numpy()
     return {"video reprojection error (median px)": float(np.nanmedian(errors)),
-            "video 3D error (median mm)": float(np.nanmedian(distance))}
+            "video 3D error (median mm)": float(np.nanmedian(distance)),
+            "held-out reprojection error (median px)": float(np.nanmedian(errors[held_out])),
+            "held-out 3D error (median mm)": float(np.nanmedian(distance[held_out]))}
 
 
 def variants(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -93,11 +131,16 @@ def main() -> int:
                         help="multiview_reprojection epsilon in frame pixels")
     parser.add_argument("--only", type=int, nargs="+", default=None,
                         help="run only these variant numbers (0 = supervised only)")
+    parser.add_argument("--drop-labels", type=float, default=0.0,
+                        help="blank this random fraction of the labels before training")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra overrides applied to every variant")
     args = parser.parse_args()
     out = Path(args.out)
     config_path = make_example_project(out / "example", overwrite=True)
+    if args.drop_labels > 0:
+        missing = drop_labels(config_path.parent, args.drop_labels)
+        print(f"labels missing after --drop-labels {args.drop_labels}: {missing:.1%}")
     rows = []
     anneal = [f"callbacks.anneal_weight.freeze_until_epoch={args.freeze_until_epoch}",
               f"callbacks.anneal_weight.increase_factor={args.increase_factor}"]
