@@ -56,8 +56,11 @@ def _train_ddp(workdir: Path) -> None:
             self.batches.append([int(i) for i in batch["index"]])
 
         def on_train_end(self, trainer, pl_module):
+            from mv_vit.masking import process_rank  # what seeds each rank's patch masks
+
             params = torch.cat([p.detach().flatten().double() for p in pl_module.parameters()])
-            record = {"rank": trainer.global_rank, "world": trainer.world_size,
+            record = {"rank": trainer.global_rank, "mask_rank": process_rank(),
+                      "world": trainer.world_size,
                       "global_step": trainer.global_step, "batches": self.batches,
                       "checksum": float(params.sum()), "norm": float(params.norm())}
             path = workdir / f"rank{trainer.global_rank}.json"
@@ -92,6 +95,7 @@ def test_two_cpu_processes_train_in_sync(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
+    assert [r["mask_rank"] for r in ranks] == [0, 1]  # so each rank draws its own patch masks
     for record in ranks:
         assert record["global_step"] == STEPS and len(record["batches"]) == STEPS
         assert all(len(b) == 4 for b in record["batches"])  # batch 8 split over 2 processes

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches
+from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches, process_rank
 from mv_vit.model import MultiviewTransformer
 
 from mvcore.config.load import parse_config
@@ -123,6 +123,17 @@ def test_masks_depend_only_on_seed_and_step() -> None:
     _, e = mask_patches(x, 0.5, PATCH, mask_generator(0, 100, call=1))
     assert torch.equal(a, b)
     assert not torch.equal(a, c) and not torch.equal(a, d) and not torch.equal(a, e)
+
+
+def test_each_distributed_rank_gets_its_own_masks() -> None:
+    x = torch.randn(2, 2, 3, 64, 64)
+    _, single = mask_patches(x, 0.5, PATCH, mask_generator(0, 100))
+    _, rank0 = mask_patches(x, 0.5, PATCH, mask_generator(0, 100, rank=0))
+    _, rank1 = mask_patches(x, 0.5, PATCH, mask_generator(0, 100, rank=1))
+    _, rank2 = mask_patches(x, 0.5, PATCH, mask_generator(0, 100, rank=2))
+    assert torch.equal(single, rank0)  # rank 0 keeps the single-process masks
+    assert not torch.equal(rank0, rank1) and not torch.equal(rank1, rank2)
+    assert process_rank() == 0  # no process group in the test session
 
 
 def test_zero_ratio_and_bad_sizes() -> None:

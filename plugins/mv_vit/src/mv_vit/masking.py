@@ -5,7 +5,8 @@ views through cross-view attention. The ratio follows ``training.patch_mask``: n
 ``init``, a linear ramp from ``init_ratio`` to ``final_ratio`` until ``final``, then constant.
 
 Differences from Lightning Pose (see the behaviour reference, bug B5): masks come from a CPU
-generator seeded with ``(seed, global_step, k)`` so they are identical on CPU and GPU;
+generator seeded with ``(seed, global_step, k, rank)`` so they are identical on CPU and GPU
+and differ between the processes of a distributed run (each rank sees different images);
 ``init == final`` jumps to ``final_ratio`` instead of dividing by zero; and the model applies
 the mask inside its own training forward pass, so unlabelled batches are masked too.
 """
@@ -103,13 +104,23 @@ class PatchMaskSchedule:
         return self.init_ratio + progress * (self.final_ratio - self.init_ratio)
 
 
-def mask_generator(seed: int, global_step: int, call: int = 0) -> torch.Generator:
-    """A CPU generator seeded from ``(seed, global_step, call)``.
+def process_rank() -> int:
+    """This process's rank in the default ``torch.distributed`` group (0 when not distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_rank())
+    return 0
+
+
+def mask_generator(seed: int, global_step: int, call: int = 0, rank: int = 0) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, global_step, call, rank)``.
 
     ``call`` counts masked forward passes within one step (labelled and unlabelled batches,
-    accumulated micro-batches), so they get different masks; the same triple always gives the
-    same masks, on any device."""
+    accumulated micro-batches), so they get different masks; ``rank`` (the distributed rank)
+    gives each process of a multi-device run its own masks (rank 0 = a single-process run).
+    The same arguments always give the same masks, on any device."""
     entropy = [seed % 2**63, global_step % 2**63, call % 2**63]
+    if rank:
+        entropy.append(rank)
     state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator(device="cpu").manual_seed(int(state) % 2**63)
 

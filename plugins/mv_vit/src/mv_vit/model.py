@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 from torch import nn
 
 from mv_vit.head import HeatmapHead, spatial_softmax
-from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches
+from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches, process_rank
 from mv_vit.variants import VARIANTS, ViTVariant, get_variant
 from mvcore.errors import ConfigError
 from mvcore.models.base import Backbone, BackboneParams
@@ -426,7 +426,8 @@ class MultiviewTransformer(Backbone):
                 f"expected images (B, {self.num_views}, 3, H, W), got {tuple(images.shape)}"
             )
         if self.training and self.patch_mask_ratio > 0.0:
-            generator = mask_generator(self.mask_seed, max(self._mask_step, 0), self._mask_calls)
+            generator = mask_generator(self.mask_seed, max(self._mask_step, 0), self._mask_calls,
+                                       rank=process_rank())
             self._mask_calls += 1
             images, _ = mask_patches(images, self.patch_mask_ratio, self.patch_size, generator)
         tokens, grid = self.embed(images)  # (B, V, n, D)
