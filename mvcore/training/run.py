@@ -114,7 +114,7 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
 
     _save_run_info(config, components, model_dir, __version__)
     (model_dir / "context.json").write_text(json.dumps(dataclasses.asdict(context), indent=2))
-    baseline = _baseline_metrics(module, data_module, project) if not resume else {}
+    baseline = _untrained_metrics(module, data_module, project, model_dir, resume)
 
     callbacks: list[Any] = [
         ModelCheckpoint(dirpath=model_dir / "checkpoints", filename="best",
@@ -199,6 +199,22 @@ def _save_run_info(config: MvConfig, components: Any, model_dir: Path, version: 
     info = {"mvcore": version, "plugins": components.versions(),
             "created": datetime.datetime.now().isoformat(timespec="seconds")}
     (model_dir / "plugins.json").write_text(json.dumps(info, indent=2))
+
+
+UNTRAINED_METRICS = "untrained_metrics.json"
+
+
+def _untrained_metrics(module: Any, data_module: Any, project: Any, model_dir: Path,
+                       resume: str | None) -> dict[str, float]:
+    """The untrained model's metrics: measured (and saved to ``UNTRAINED_METRICS``) before a
+    new run; read back by a resumed run, whose model is no longer untrained ({} if the file
+    is missing, e.g. a directory written by an older version)."""
+    path = model_dir / UNTRAINED_METRICS
+    if resume:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    metrics = _baseline_metrics(module, data_module, project)
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def _baseline_metrics(module: Any, data_module: Any, project: Any) -> dict[str, float]:

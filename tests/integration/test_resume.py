@@ -127,5 +127,5 @@ def test_final_metrics_match(runs):
     metrics_a = pd.read_csv(run_a / "metrics.csv").set_index("metric")["value"]
     metrics_b = pd.read_csv(run_b / "metrics.csv").set_index("metric")["value"]
     for name in ("validation_pixel_error_mean", "test_pixel_error_mean",
-                 "test_reprojection_error_median"):
+                 "test_reprojection_error_median", "untrained_pixel_error_mean"):
         assert metrics_b[name] == pytest.approx(metrics_a[name], rel=1e-5)

@@ -30,9 +30,9 @@ def trained(tmp_path_factory):
 
 
 def test_run_directory_holds_config_plugins_checkpoints_logs_and_figures(trained):
-    for name in ("config.yaml", "plugins.json", "context.json", "metrics.csv",
-                 "loss_curve.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
-                 "logs/metrics.csv"):
+    for name in ("config.yaml", "plugins.json", "context.json", "untrained_metrics.json",
+                 "metrics.csv", "loss_curve.png", "checkpoints/last.ckpt",
+                 "checkpoints/best.ckpt", "logs/metrics.csv"):
         assert (trained / name).is_file(), name
     assert list((trained / "logs" / "tensorboard").glob("events.out.tfevents.*"))
     assert len(list((trained / "labeled_frames").glob("*.png"))) >= 1
