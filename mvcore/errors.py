@@ -1,4 +1,8 @@
-"""Exceptions that carry enough context for a user to act on them."""
+"""Exceptions that carry enough context for a user to act on them.
+
+Every ``MvcoreError`` is a mistake the user (or a plugin's author) can fix: the CLI prints its
+message as one line (or a few, one per problem) and exits 2, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,25 @@ class DuplicateComponentError(MvcoreError, ValueError):
 
 
 class PluginLoadError(MvcoreError, RuntimeError):
-    """A plugin's entry point failed to import (fatal only under MVCORE_STRICT_PLUGINS=1)."""
+    """A plugin failed to load or register (fatal only under ``MVCORE_STRICT_PLUGINS=1``)."""
+
+
+class PluginError(MvcoreError, RuntimeError):
+    """A component a config uses is broken in its plugin (disabled name, a lazy target that does
+    not import, a class of the wrong kind); the message names the plugin, the name, the reason
+    and what to do."""
 
 
 class MissingLossInputError(MvcoreError, ValueError):
     """A loss needs an input (e.g. ``keypoints_pred_3d``) that the model does not produce."""
+
+
+class ParamError(MvcoreError, ValueError):
+    """Raised by a component's ``validate_context``: parameter ``field`` does not fit the
+    project. The core turns ``field`` into the config key path the user wrote
+    (``losses.pca_multiview.mirrored_column_matches`` or the Lightning Pose key it came from)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -42,19 +42,22 @@ def build_parser(with_plugin_commands: bool = True) -> argparse.ArgumentParser:
 
 
 def _add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Let plugins add commands; a failing plugin is reported, never fatal here."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from mvcore.plugin.manager import get_plugin_manager
+    """Let plugins add commands; a failing plugin loses its commands, never the CLI. Plugin
+    problems are reported by the command that uses the plugins (and ``mvcore plugins``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mvcore.plugin.manager import get_plugin_manager
 
-            manager = get_plugin_manager(load_entrypoints=True)
-            manager.pm.hook.mvcore_add_cli_commands(subparsers=subparsers)
-    except Exception as exc:  # noqa: BLE001 - the CLI must stay usable
-        print(f"warning: plugin commands unavailable: {exc}", file=sys.stderr)
+        get_plugin_manager(load_entrypoints=True).add_cli_commands(subparsers)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings as the user sees them: ``warning: <message>``, no source line."""
+    return f"warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_help_only = not argv or argv[0] in {"-h", "--help", "--version"}
     parser = build_parser(with_plugin_commands=not wants_help_only or "--help" in argv)

@@ -1,6 +1,9 @@
-"""YAML config: pydantic models (pass 1) and plugin-parameter validation (pass 2)."""
+"""YAML config: loading, Lightning Pose compatibility and the pydantic shape check (pass 1).
 
-from mvcore.config.load import apply_overrides, load_config, load_yaml, validate_components
+Pass 2, the config against the installed plugins and the project, is ``mvcore.build``.
+"""
+
+from mvcore.config.load import apply_overrides, dump_config, load_config, load_yaml, parse_config
 from mvcore.config.schema import (
     CallbacksConfig,
     DataConfig,
@@ -18,7 +21,8 @@ __all__ = [
     "MvConfig",
     "TrainingConfig",
     "apply_overrides",
+    "dump_config",
     "load_config",
     "load_yaml",
-    "validate_components",
+    "parse_config",
 ]

@@ -1,4 +1,5 @@
-"""Reading a config: YAML -> overrides -> interpolation -> pydantic (pass 1) -> plugins (pass 2).
+"""Reading a config: YAML -> overrides -> interpolation -> Lightning Pose keys lifted ->
+pydantic shape check (pass 1). Pass 2, against the installed plugins, is ``mvcore.build``.
 
 Errors are ``ConfigError`` with one line per problem: the key path, the bad value and what is
 allowed (with the nearest key for a typo).
@@ -15,8 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mvcore.config import lightning_pose
 from mvcore.config.schema import MvConfig
-from mvcore.errors import ConfigError, UnknownComponentError
+from mvcore.errors import ConfigError
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 
@@ -112,16 +114,28 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
 
 
 def format_validation_error(
-    error: ValidationError, model: type[BaseModel], prefix: str = "", source: str | None = None
+    error: ValidationError,
+    model: type[BaseModel],
+    prefix: str = "",
+    source: str | None = None,
+    origin: dict[str, str] | None = None,
 ) -> str:
-    """One readable line per pydantic error: key path, value and what is allowed."""
+    """One readable line per pydantic error: key path, value and what is allowed.
+
+    ``prefix``: the key path of ``model``'s section; ``origin``: ``{field: key path}`` for
+    fields the user set elsewhere (a Lightning Pose key copied into a component's params)."""
     lines = []
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
-        path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
+        if origin and loc and str(loc[0]) in origin:
+            path = ".".join([origin[str(loc[0])], *(str(p) for p in loc[1:])])
+        else:
+            path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
         value = item.get("input")
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) or []
+            if model is MvConfig and len(loc) == 2:  # Lightning Pose keys of that section
+                allowed += lightning_pose.section_keys(str(loc[0]))
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
             msg = f"{path}: unknown key"
             if hint:
@@ -130,19 +144,31 @@ def format_validation_error(
                 msg += f" (allowed here: {', '.join(allowed)})"
         else:
             shown = repr(value) if not isinstance(value, dict) else "{...}"
-            msg = f"{path}: {item['msg']} (got {shown})"
+            text = item["msg"].removeprefix("Value error, ")
+            msg = f"{path}: {text}" + ("" if shown in text or shown == "{...}"
+                                       else f" (got {shown})")
         lines.append(msg)
     head = f"invalid config{f' {source}' if source else ''}:"
     return "\n".join([head, *("  " + line for line in lines)])
 
 
 def parse_config(raw: dict[str, Any], source: str | None = None) -> MvConfig:
-    """Pass 1: validate the shape of the config."""
-    raw = _interpolate(raw)
+    """Pass 1: validate the shape of the config (Lightning Pose's component keys are lifted
+    into ``config.lightning_pose`` first; their values are checked by the components)."""
+    raw, lifted = lightning_pose.lift(_interpolate(raw))
     try:
-        return MvConfig.model_validate(raw)
+        config = MvConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, MvConfig, source=source)) from None
+    config.lightning_pose = lifted
+    return config
+
+
+def dump_config(config: MvConfig) -> dict[str, Any]:
+    """The config as a plain dict in Lightning Pose's shape (lifted keys back in place), for
+    saving and showing; ``parse_config`` reads it back."""
+    data = config.model_dump(mode="json", exclude={"config_dir"})
+    return lightning_pose.restore(data, config.lightning_pose)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> MvConfig:
@@ -152,54 +178,3 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> MvConfi
     config = parse_config(raw, source=str(path))
     config.config_dir = str(path.resolve().parent)
     return config
-
-
-def validate_components(config: MvConfig, components: Any) -> list[str]:
-    """Pass 2: check every named loss, augmenter and backbone against the installed plugins
-    and validate their parameters with their own Params models.
-
-    Returns the names of the active losses. Raises ConfigError listing every problem found.
-    """
-    from mvcore.losses.factory import active_loss_names
-
-    problems: list[str] = []
-    try:
-        names = active_loss_names(config, components.losses)
-    except (UnknownComponentError, ConfigError) as exc:
-        problems.append(str(exc))
-        names = []
-    for name in names:
-        cls = components.losses.get(name, key_path=f"losses.{name}")
-        params = config.losses.get(name) or {}
-        try:
-            cls.Params.model_validate(params)
-        except ValidationError as exc:
-            problems.append(format_validation_error(exc, cls.Params, prefix=f"losses.{name}"))
-    try:
-        backbone = components.backbones.get(config.model.model_type, key_path="model.model_type")
-        backbone.validate_config(config)
-    except (UnknownComponentError, ConfigError) as exc:
-        problems.append(str(exc))
-    except ValidationError as exc:
-        problems.append(
-            format_validation_error(exc, backbone.Params, prefix="model.backbone_params")
-        )
-    from mvcore.augment.base import selected_augmenters
-
-    try:
-        for name, key_path in selected_augmenters(config, components.augmenters):
-            cls = components.augmenters.get(name, key_path=key_path)
-            params = config.training.augmentation_params.get(name, {})
-            try:
-                cls.Params.model_validate(params)
-            except ValidationError as exc:
-                problems.append(
-                    format_validation_error(
-                        exc, cls.Params, prefix=f"training.augmentation_params.{name}"
-                    )
-                )
-    except (UnknownComponentError, ConfigError) as exc:
-        problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return names

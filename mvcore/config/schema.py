@@ -3,6 +3,11 @@
 Keys and defaults follow Lightning Pose's multiview config (``config_default_multiview.yaml``)
 so its configs load unchanged; keys that Lightning Pose reads but mvcore does not need
 (``dali``, ``hydra``) are accepted and ignored. Every model forbids unknown keys.
+
+The schema carries only what the core reads. Lightning Pose keys that only one component
+reads (``training.patch_mask``, ``data.mirrored_column_matches``, ``model.backbone``, ...) are
+taken out before this check and handed to that component's own parameters
+(``mvcore.config.lightning_pose``).
 """
 
 from __future__ import annotations
@@ -37,8 +42,6 @@ class DataConfig(_Strict):
     view_names: list[str] = Field(default_factory=list)
     num_keypoints: int | None = None
     keypoint_names: list[str] | None = None
-    mirrored_column_matches: list[int] | list[list[int]] | None = None
-    columns_for_singleview_pca: list[int] | None = None
     downsample_factor: Literal[1, 2, 3] = 2
     camera_params_file: str | None = None
     #: mvcore: calibration TOML for every frame when there is no per-session calibration
@@ -70,29 +73,6 @@ class DataConfig(_Strict):
                 )
         if self.num_keypoints is not None and self.num_keypoints <= 0:
             raise ValueError("data.num_keypoints must be > 0")
-        return self
-
-
-class PatchMaskConfig(_Strict):
-    init_epoch: float = 40
-    final_epoch: float = 300
-    init_ratio: float = 0.0
-    final_ratio: float = 0.0  # 0 turns masking off (Lightning Pose: absent section = off)
-    #: step-based alternative (Lightning Pose accepts these directly)
-    init_step: int | None = None
-    final_step: int | None = None
-
-    @field_validator("init_ratio", "final_ratio")
-    @classmethod
-    def _ratio(cls, value: float) -> float:
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"must be in [0, 1), got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PatchMaskConfig:
-        if self.final_epoch < self.init_epoch:
-            raise ValueError("training.patch_mask.final_epoch must be >= init_epoch")
         return self
 
 
@@ -145,7 +125,6 @@ class TrainingConfig(_Strict):
     lr_scheduler: Literal["multisteplr", "none"] = "multisteplr"
     lr_scheduler_params: LrSchedulerParams = Field(default_factory=LrSchedulerParams)
     uniform_heatmaps_for_nan_keypoints: bool = True
-    patch_mask: PatchMaskConfig = Field(default_factory=PatchMaskConfig)
     limit_train_batches: int | float | None = None
     accumulate_grad_batches: int = 1
     profiler: str | None = None
@@ -182,15 +161,11 @@ class TrainingConfig(_Strict):
 
 class ModelConfig(_Strict):
     losses_to_use: list[str] | None = Field(default_factory=list)
-    backbone: str = "vits_dino"
     model_type: str = "heatmap_multiview_transformer"
     heatmap_loss_type: str = "mse"
     model_name: str = "mvcore_model"
     checkpoint: str | None = None
-    head: str = "heatmap_cnn"
-    backbone_pretrained: bool = True
-    backbone_checkpoint: str | None = None
-    #: mvcore: extra parameters of the backbone plugin (validated by its own model)
+    #: mvcore: parameters of the backbone plugin (validated by its own model)
     backbone_params: dict[str, Any] = Field(default_factory=dict)
     lightning_pose_version: str | None = None
 
@@ -233,6 +208,8 @@ class MvConfig(_Strict):
     hydra: dict[str, Any] | None = None
     #: where the config came from (set by load_config; relative data paths resolve against it)
     config_dir: str | None = None
+    #: Lightning Pose keys read by components, by dotted key (set by parse_config)
+    lightning_pose: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
     @property
     def num_views(self) -> int:

@@ -8,8 +8,8 @@ needs >= 2 rows). The rows are permuted with ``torch.randperm`` on
 cut in that order. ``training.train_frames`` (> 1: a count, <= 1: a fraction) keeps the
 first rows of the train split; the rest become "unused".
 
-Unlabelled video: when unsupervised losses are active (``model.losses_to_use``) and
-``data.video_dir`` holds videos, ``train_dataloader()`` returns
+Unlabelled video: when the run asks for it (``use_unlabeled``: unsupervised losses are active)
+and ``data.video_dir`` holds videos, ``train_dataloader()`` returns
 ``{"labeled": loader, "unlabeled": clip loader}`` (``mvcore.data.unlabeled``, one clip per
 batch); Lightning combines the dict (``CombinedLoader``, mode ``max_size_cycle``). Otherwise
 it returns the labelled loader alone and the unsupervised losses see the labelled batch.
@@ -27,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from mvcore.data.dataset import MultiviewDataset
+from mvcore.data.dataset import MultiviewDataset, collate_items
 from mvcore.data.project import MultiviewProject
 from mvcore.data.unlabeled import VIDEO_SUFFIXES, UnlabeledClipDataset, video_dir
 from mvcore.errors import DataError
@@ -108,9 +108,9 @@ class MultiviewDataModule(pl.LightningDataModule):
 
     ``train_indices`` / ``val_indices`` / ``test_indices`` are ``(m,)`` int64 project rows in
     split (permutation) order. Batch sizes are the config's divided by ``training.num_gpus``
-    (rounded up). ``use_unlabeled``: whether unsupervised losses want unlabelled clips (None:
-    decided from ``model.losses_to_use`` and the loss registry; ``MultiviewPoseModule`` sets it
-    from the losses it built).
+    (rounded up). ``use_unlabeled``: serve unlabelled clips beside the labelled batches (the
+    training run sets it when it builds unsupervised losses). Batches are collated by
+    ``collate_items`` (``mvcore.contracts.LabeledBatch`` / ``ClipBatch``).
     """
 
     def __init__(
@@ -118,7 +118,7 @@ class MultiviewDataModule(pl.LightningDataModule):
         config: Any,
         project: MultiviewProject | None = None,
         augmenters: Sequence = (),
-        use_unlabeled: bool | None = None,
+        use_unlabeled: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
@@ -204,6 +204,7 @@ class MultiviewDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_items,
         )
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
@@ -214,20 +215,6 @@ class MultiviewDataModule(pl.LightningDataModule):
             return labeled
         return {"labeled": labeled, "unlabeled": self._loader(unlabeled, 1, shuffle=True)}
 
-    def _wants_unlabeled(self) -> bool:
-        if self.use_unlabeled is not None:
-            return bool(self.use_unlabeled)
-        names = list(self.config.model.losses_to_use or [])
-        if not names:
-            return False
-        from mvcore.plugin.components import load_components
-
-        registry = load_components().losses
-        return any(
-            not registry.get(name, key_path=f"model.losses_to_use[{i}]").supervised
-            for i, name in enumerate(names)
-        )
-
     def unlabeled_dataset(self, num_clips_default: int | None = None
                           ) -> UnlabeledClipDataset | None:
         """The unlabelled clip dataset (built once), or None when no unsupervised loss is
@@ -235,7 +222,7 @@ class MultiviewDataModule(pl.LightningDataModule):
 
         ``num_clips_default``: clips per epoch when ``training.unlabeled_clips_per_epoch`` is
         None (the train loader passes its number of batches)."""
-        if self._unlabeled is not None or not self._wants_unlabeled():
+        if self._unlabeled is not None or not self.use_unlabeled:
             return self._unlabeled
         self.setup()
         root = video_dir(self.config)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from mvcore.data.bbox import frame_to_model
 from mvcore.data.heatmaps import render_heatmaps
@@ -29,7 +29,7 @@ from mvcore.data.triangulate import triangulate_keypoints
 from mvcore.errors import DataError
 from mvcore.geometry import CameraTensors
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultiviewDataset", "load_image"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultiviewDataset", "collate_items", "load_image"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,16 +97,9 @@ def _jpeg_scale(w0: int, h0: int, width: int, height: int) -> int:
 class MultiviewDataset(Dataset):
     """Labelled rows ``indices`` of a ``MultiviewProject`` as training / evaluation items.
 
-    Item keys (V views, K keypoints, model input ``(H, W)``, heatmaps ``(h, w)``):
-    ``images (V, 3, H, W)`` float32 ImageNet-normalised; ``keypoints (V, K, 2)`` float32 model
-    pixels after augmentation; ``visibility (V, K)`` int64; ``heatmaps (V, K, h, w)`` float32;
-    ``keypoints_frame (V, K, 2)`` float64 frame labels (never augmented); ``bbox (V, 4)``
-    float64 ``[x, y, h, w]``; ``intrinsics (V, 3, 3)``, ``extrinsics (V, 3, 4)``,
-    ``distortions (V, 5)`` float32 (identity, ``[I | 0]``, zeros when uncalibrated);
-    ``has_calibration`` bool scalar tensor; ``keypoints_3d (K, 3)`` float32 (NaN when
-    uncalibrated or < 2 views); ``transforms (V, 3, 3)`` float32 original -> augmented model
-    pixels (identity unless an augmenter set it); ``index`` int (project row); ``aug_skipped``
-    int (sum of the augmenters' ``*skip*`` counters).
+    An item is an ``mvcore.contracts.LabeledBatch`` without the batch axis (shapes, dtypes and
+    units are documented there); ``collate_items`` makes the batch. Uncalibrated rows carry
+    placeholder cameras (identity) and ``has_calibration`` False.
     """
 
     #: decode large JPEGs at reduced scale (see ``load_image``)
@@ -184,7 +177,7 @@ class MultiviewDataset(Dataset):
             "cameras": cameras if calibrated else None,
             "keypoints_3d": self._points_3d[i].clone() if calibrated else None,
         }
-        skipped = 0
+        aug_stats: dict[str, float] = {}
         if self.train and self.augmenters:
             draw = self._draws
             self._draws += 1
@@ -192,8 +185,8 @@ class MultiviewDataset(Dataset):
             for k, augmenter in enumerate(self.augmenters):
                 rng = np.random.default_rng([self.seed, base, row, draw, k])
                 sample = augmenter(sample, rng)
-                stats = sample.pop("aug_stats", None) or {}
-                skipped += sum(int(v) for key, v in stats.items() if "skip" in key)
+                for key, value in (sample.pop("aug_stats", None) or {}).items():
+                    aug_stats[key] = aug_stats.get(key, 0.0) + float(value)
 
         images = (sample["images"].to(torch.float32) - self._mean) / self._std
         keypoints = sample["keypoints"].to(torch.float32)
@@ -202,6 +195,7 @@ class MultiviewDataset(Dataset):
             keypoints, self.image_size, self.heatmap_size, sigma=self.sigma, visibility=visibility
         )
         out_cameras = sample.get("cameras") or cameras
+        aug_stats["aug_skipped"] = sum(v for key, v in aug_stats.items() if "skip" in key)
         keypoints_3d = sample.get("keypoints_3d")
         if keypoints_3d is None:
             keypoints_3d = torch.full((self.project.num_keypoints, 3), float("nan"))
@@ -215,12 +209,31 @@ class MultiviewDataset(Dataset):
             "heatmaps": heatmaps,
             "keypoints_frame": keypoints_frame.clone(),
             "bbox": bbox,
-            "intrinsics": out_cameras.intrinsics.to(torch.float32),
-            "extrinsics": out_cameras.extrinsics.to(torch.float32),
-            "distortions": out_cameras.distortions.to(torch.float32),
+            "cameras": out_cameras.to(dtype=torch.float32),
             "has_calibration": torch.tensor(calibrated),
             "keypoints_3d": torch.as_tensor(keypoints_3d, dtype=torch.float32),
             "transforms": torch.as_tensor(transforms, dtype=torch.float32),
             "index": row,
-            "aug_skipped": skipped,
+            "aug_stats": aug_stats,
         }
+
+
+def collate_items(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch dataset or clip items: tensors are stacked as by ``default_collate``, cameras
+    become one ``CameraTensors`` with a leading batch axis, and ``aug_stats`` counters become
+    ``(B,)`` float tensors (0 where an item lacks a counter)."""
+    first = items[0]
+    batch: dict[str, Any] = {}
+    for key in first:
+        values = [item[key] for item in items]
+        if isinstance(first[key], CameraTensors):
+            batch[key] = CameraTensors(*(torch.stack([getattr(c, part) for c in values])
+                                         for part in ("intrinsics", "extrinsics",
+                                                      "distortions")))
+        elif key == "aug_stats":
+            names = sorted({name for stats in values for name in stats})
+            batch[key] = {name: torch.tensor([float(s.get(name, 0.0)) for s in values])
+                          for name in names}
+        else:
+            batch[key] = default_collate(values)
+    return batch

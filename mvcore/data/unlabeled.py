@@ -167,10 +167,10 @@ def decode_clip(path: Path, start: int, length: int) -> np.ndarray:
 class UnlabeledClipDataset(Dataset):
     """Random clips of ``clip_length`` consecutive frames, all views, from the project videos.
 
-    Item keys (T = ``clip_length``, V views, model input ``(H, W)``): ``frames (T, V, 3, H, W)``
-    float32 ImageNet-normalised; ``bbox (T, V, 4)`` float64 whole frame ``[0, 0, h, w]``;
-    ``intrinsics (T, V, 3, 3)``, ``extrinsics (T, V, 3, 4)``, ``distortions (T, V, 5)``
-    float32; ``has_calibration (T,)`` bool; ``frame_index (T,)`` int64; ``session`` str.
+    An item is an ``mvcore.contracts.ClipBatch`` without the batch axis (T = ``clip_length``):
+    ``frames (T, V, 3, H, W)``, ``bbox (T, V, 4)`` whole frames ``[0, 0, h, w]``, ``cameras``
+    ``CameraTensors (T, V, ...)``, ``has_calibration (T,)``, ``frame_index (T,)``,
+    ``session`` str.
     ``len()`` is the clips per epoch: ``num_clips``, else ``training.unlabeled_clips_per_epoch``,
     else the number of non-overlapping clips in the videos.
     """
@@ -254,9 +254,9 @@ class UnlabeledClipDataset(Dataset):
         return {
             "frames": frames,
             "bbox": bbox.expand(t, v, 4).clone(),
-            "intrinsics": cams.intrinsics[s].expand(t, v, 3, 3).clone(),
-            "extrinsics": cams.extrinsics[s].expand(t, v, 3, 4).clone(),
-            "distortions": cams.distortions[s].expand(t, v, 5).clone(),
+            "cameras": CameraTensors(cams.intrinsics[s].expand(t, v, 3, 3).clone(),
+                                     cams.extrinsics[s].expand(t, v, 3, 4).clone(),
+                                     cams.distortions[s].expand(t, v, 5).clone()),
             "has_calibration": torch.full((t,), bool(self._calibrated[s])),
             "frame_index": torch.arange(start, start + t, dtype=torch.int64),
             "session": session.name,

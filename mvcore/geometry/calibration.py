@@ -94,6 +94,16 @@ class CameraTensors:
             self.distortions.to(device=device, dtype=dtype),
         )
 
+    def pin_memory(self) -> CameraTensors:
+        """A copy in pinned memory (the DataLoader calls this with ``pin_memory=True``)."""
+        return CameraTensors(self.intrinsics.pin_memory(), self.extrinsics.pin_memory(),
+                             self.distortions.pin_memory())
+
+    def __getitem__(self, index: Any) -> CameraTensors:
+        """Index the leading (batch) axes of all three tensors: ``cameras[0]``."""
+        return CameraTensors(self.intrinsics[index], self.extrinsics[index],
+                             self.distortions[index])
+
 
 @dataclass
 class CameraGroup:

@@ -2,111 +2,85 @@
 
 A loss follows the recipe of the Lightning Pose "add a loss" guide:
 ``remove_nans`` -> ``compute_loss`` -> ``rectify_epsilon`` -> ``reduce_loss`` -> ``log_loss``,
-and ``__call__(..., stage, **kwargs)`` returns ``(weighted scalar, logs)`` with
+and ``forward`` (or ``__call__``) returns ``(weighted scalar, logs)`` with
 ``weight = 1 / (2 * exp(log_weight))``.
 
-Model outputs reach a loss as keyword arguments (every loss receives the whole dict and takes
-what it needs through ``**kwargs``). The standard names and shapes, with ``N = V * K`` keypoints
-ordered view-major (all K keypoints of view 0, then view 1, ...):
+Construction is ``Loss(params, context)``: ``params`` the validated ``Params`` model
+(``losses.<name>`` of the config), ``context`` a ``mvcore.Context``.
 
-- ``keypoints_targ``, ``keypoints_pred``: ``(B, 2N)`` x0, y0, x1, y1, ... in frame pixels
-- ``keypoints_pred_augmented``: ``(B, 2N)`` predictions still in augmented model coordinates
-- ``heatmaps_targ``, ``heatmaps_pred``: ``(B, N, h, w)`` (each map sums to 1; all-zero = no label)
-- ``confidences``: ``(B, N)``
-- ``keypoints_targ_3d``: ``(B, K, 3)``; ``keypoints_pred_3d``: ``(B, P, K, 3)`` for P view pairs
-- ``keypoints_pred_2d_reprojected``: ``(B, N, 2)`` in model pixels
-- ``intrinsics (B, V, 3, 3)``, ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)``: anipose
-  cameras; ``has_calibration (B,)`` bool: False where a frame's session has no calibration
-  (its cameras are placeholders and its 3D inputs NaN)
-
-The required keyword arguments of ``__call__`` (or ``forward``) are the loss's declared inputs;
-the LossFactory checks them against what the model produces before training starts.
+Inputs are keyword arguments named after ``mvcore.contracts.LossInputs`` (the one list of
+names, shapes and units). The arguments a loss names are its *declared* inputs; those without a
+default are *required*. The core computes an optional input (a triangulation, a reprojection)
+exactly when an active loss declares it, checks before training that every required input can
+be produced, and passes each loss only what it declares (everything, if it takes ``**kwargs``).
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+from mvcore.component import Component, ComponentParams
+from mvcore.context import Context
+from mvcore.contracts import LOSS_INPUTS
 
 Stage = Literal["train", "val", "test"]
 LogList = list[dict[str, Any]]
 
+__all__ = ["LogList", "Loss", "LossParams", "LossSignature", "Stage", "loss_signature",
+           "required_inputs"]
 
-class LossParams(BaseModel):
+
+class LossParams(ComponentParams):
     """Config parameters of a loss (``losses.<name>`` in the YAML); subclass to add fields.
 
-    Unknown keys are rejected, so a typo in the config is an error, not a silent default.
+    ``log_weight``: the weight is ``1 / (2 exp(log_weight))``; null turns the loss off.
+    ``epsilon``: losses below it cost nothing (``rectify_epsilon``); scalar or per keypoint.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     log_weight: float | None = 0.0
     epsilon: float | list[float] | None = 0.0
 
 
-@dataclass
-class LossContext:
-    """Facts about the project and model that a loss may need at construction time."""
-
-    view_names: list[str] = field(default_factory=list)
-    keypoint_names: list[str] = field(default_factory=list)
-    image_height: int = 0  # model input size (H, W)
-    image_width: int = 0
-    heatmap_height: int = 0  # (h, w) = (H, W) / 2**downsample_factor
-    heatmap_width: int = 0
-    downsample_factor: int = 2
-    has_calibration: bool = False
-    mirrored_column_matches: list[list[int]] | None = None
-    columns_for_singleview_pca: list[int] | None = None
-
-    @property
-    def num_views(self) -> int:
-        return len(self.view_names)
-
-    @property
-    def num_keypoints(self) -> int:
-        """Keypoints per view (K)."""
-        return len(self.keypoint_names)
-
-
-class Loss(nn.Module):
+class Loss(Component, nn.Module):
     """Base class of all losses.
 
-    Subclasses set ``loss_name`` (the config key), optionally a ``Params`` model, and implement
-    ``__call__`` (as in the Lightning Pose guide) or ``forward``. Being an ``nn.Module``, a loss
-    that owns tensors (for example PCA bases) registers them as buffers so they follow
+    Subclasses set ``loss_name`` (the config key), a ``Params`` model, and implement ``forward``
+    (or ``__call__``, as in the Lightning Pose guide) with keyword-only inputs. Being an
+    ``nn.Module``, a loss that owns tensors (PCA bases) registers them as buffers so they follow
     ``.to(device)`` and are saved in checkpoints.
     """
 
     loss_name: ClassVar[str] = ""
     Params: ClassVar[type[LossParams]] = LossParams
     #: supervised losses are active when listed under ``losses:`` with a non-null log_weight;
-    #: unsupervised ones only when also named in ``model.losses_to_use``
+    #: unsupervised ones only when also named in ``model.losses_to_use``. Unsupervised losses
+    #: also run on unlabelled clips, so they cannot require a target input.
     supervised: ClassVar[bool] = True
     #: annealed losses are multiplied by the annealing weight (callbacks.anneal_weight)
     annealed: ClassVar[bool] = True
     reduce_methods_dict: ClassVar[dict[str, Any]] = {"mean": torch.mean, "sum": torch.sum}
 
-    def __init__(
-        self,
-        log_weight: float = 0.0,
-        epsilon: float | list[float] | None = 0.0,
-        data_module: Any = None,
-        context: LossContext | None = None,
-        loss_name: str | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, params: LossParams, context: Context) -> None:
         super().__init__()
-        if loss_name is not None:
-            self.loss_name = loss_name  # instance attribute for classes serving several names
-        self.context = context or LossContext()
-        self.register_buffer("log_weight", torch.tensor(float(log_weight), dtype=torch.float32))
-        eps = 0.0 if epsilon is None else epsilon
+        if not isinstance(params, self.Params):
+            raise TypeError(
+                f"{type(self).__name__} takes its validated params, an instance of "
+                f"{self.Params.__qualname__} (got {type(params).__name__}): build it with "
+                f"{type(self).__name__}({self.Params.__qualname__}(...), context)"
+            )
+        if params.log_weight is None:
+            raise ValueError(f"{self.loss_name}: log_weight null turns the loss off; "
+                             "such a loss is not built")
+        self.params = params
+        self.context = context
+        self.register_buffer("log_weight", torch.tensor(float(params.log_weight)))
+        eps = 0.0 if params.epsilon is None else params.epsilon
         self.register_buffer("epsilon", torch.as_tensor(eps, dtype=torch.float32))
 
     @property
@@ -152,12 +126,30 @@ class Loss(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, LogList]:
         raise NotImplementedError(
-            f"{type(self).__name__} must implement __call__ or forward returning "
+            f"{type(self).__name__} must implement forward or __call__ returning "
             "(weighted scalar loss, logs)"
         )
 
     def extra_repr(self) -> str:
         return f"loss_name={self.loss_name!r}, log_weight={float(self.log_weight):g}"
+
+
+@dataclass(frozen=True)
+class LossSignature:
+    """The inputs a loss class names in its ``forward`` / ``__call__``.
+
+    ``required``: named without a default; ``optional``: named with one; ``takes_all``: it has
+    ``**kwargs`` (it then receives every input); ``unknown``: names that are not loss inputs
+    (``mvcore.contracts.LOSS_INPUTS``), an error."""
+
+    required: frozenset[str]
+    optional: frozenset[str]
+    takes_all: bool
+    unknown: frozenset[str]
+
+    @property
+    def declared(self) -> frozenset[str]:
+        return self.required | self.optional
 
 
 def _entry_callable(loss_cls: type[Loss]) -> Any:
@@ -172,15 +164,30 @@ def _entry_callable(loss_cls: type[Loss]) -> Any:
     return loss_cls.forward
 
 
-def required_inputs(loss_cls: type[Loss]) -> set[str]:
-    """Names of the model outputs a loss cannot run without (its required keyword arguments)."""
+@cache
+def loss_signature(loss_cls: type[Loss]) -> LossSignature:
+    """Read the declared inputs of ``loss_cls`` from its signature."""
     signature = inspect.signature(_entry_callable(loss_cls))
-    names = set()
-    for name, param in signature.parameters.items():
-        if name in {"self", "stage"}:
+    required, optional, unknown = set(), set(), set()
+    takes_all = False
+    for position, (name, param) in enumerate(signature.parameters.items()):
+        if position == 0 or name == "stage":  # self
             continue
-        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+        if param.kind == param.VAR_KEYWORD:
+            takes_all = True
             continue
-        if param.default is inspect.Parameter.empty:
-            names.add(name)
-    return names
+        if param.kind == param.VAR_POSITIONAL:
+            continue
+        if name not in LOSS_INPUTS:
+            unknown.add(name)
+        elif param.default is inspect.Parameter.empty:
+            required.add(name)
+        else:
+            optional.add(name)
+    return LossSignature(frozenset(required), frozenset(optional), takes_all, frozenset(unknown))
+
+
+def required_inputs(loss_cls: type[Loss]) -> set[str]:
+    """Names of the loss inputs ``loss_cls`` cannot run without (plus any unknown names)."""
+    sig = loss_signature(loss_cls)
+    return set(sig.required | sig.unknown)

@@ -1,54 +1,60 @@
 """The ``Backbone`` base class: a network from all views' images to per-view heatmaps.
 
 A backbone is registered under a ``model.model_type`` name (for example
-``heatmap_multiview_transformer``) and chooses its variant from ``model.backbone``. The core
-wraps it in the Lightning module, reads keypoints out of its heatmaps, and feeds losses.
+``heatmap_multiview_transformer``). Construction is ``Backbone(params, context)``: ``params``
+the validated ``Params`` model (``model.backbone_params``, plus the Lightning Pose keys the
+class maps in, such as ``model.backbone``), ``context`` a ``mvcore.Context`` (views,
+keypoints, input and heatmap sizes, seed). The core wraps it in the Lightning module, reads
+keypoints out of its heatmaps, and feeds the losses.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from mvcore.component import Component, ComponentParams
+from mvcore.context import Context
 
-class BackboneParams(BaseModel):
-    """Extra parameters of a backbone (``model.backbone_params``)."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["Backbone", "BackboneParams"]
 
 
-class Backbone(nn.Module):
+class BackboneParams(ComponentParams):
+    """Parameters of a backbone (``model.backbone_params``)."""
+
+
+class Backbone(Component, nn.Module):
     """Base class of backbones.
 
-    Constructor: ``Backbone(config, params, num_views, num_keypoints)`` where ``config`` is the
-    whole ``MvConfig`` (image size, downsample factor, seeds, patch masking...) and ``params``
-    the validated ``Params`` instance.
-
-    ``forward(images (B, V, 3, H, W)) -> heatmaps (B, V, K, h, w)`` with ``h = H / 2**ds``;
-    every heatmap is a spatial softmax (sums to 1).
+    ``forward(images (B, V, 3, H, W)) -> heatmaps (B, V, K, h, w)`` with
+    ``(h, w) = context.heatmap_size``; every heatmap is a spatial softmax (sums to 1).
+    Images are ImageNet-normalised.
     """
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BackboneParams]] = BackboneParams
 
-    def __init__(
-        self, config: Any, params: BackboneParams, num_views: int, num_keypoints: int
-    ) -> None:
+    def __init__(self, params: BackboneParams, context: Context) -> None:
         super().__init__()
-        self.config = config
+        if not isinstance(params, self.Params):
+            raise TypeError(
+                f"{type(self).__name__} takes its validated params, an instance of "
+                f"{self.Params.__qualname__} (got {type(params).__name__})"
+            )
         self.params = params
-        self.num_views = num_views
-        self.num_keypoints = num_keypoints
+        self.context = context
+        self.num_views = context.num_views
+        self.num_keypoints = context.num_keypoints
 
     @classmethod
-    def validate_config(cls, config: Any) -> BackboneParams:
-        """Check the config for this backbone (pass 2) and return the validated params.
-
-        Raise ``mvcore.errors.ConfigError`` naming the key (e.g. ``model.backbone``)."""
-        return cls.Params.model_validate(config.model.backbone_params)
+    def architecture_only(cls, params: BackboneParams) -> BackboneParams:
+        """Params that build the same network without fetching or loading pretrained weights:
+        prediction loads every weight from the trained model's checkpoint (and may run
+        offline). Override when your params name pretrained weights; the default returns
+        ``params``."""
+        return params
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

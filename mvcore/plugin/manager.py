@@ -1,28 +1,34 @@
 """Plugin discovery: build a pluggy manager from the ``mvcore`` entry-point group.
 
-Environment switches (read when a manager is built):
+Environment switches (read once, into ``PluginSettings``, when a manager is built):
 
 ``MVCORE_LOAD_PLUGINS``
     unset: load every installed plugin; ``""``: load none; ``"mv-losses,acme"``: only these
-    distributions (a name that is not installed is reported as a load error).
+    distributions (a name that is not installed is a problem of that name).
 ``MVCORE_DISABLE_PLUGINS``
-    comma-separated distributions to skip.
+    comma-separated distributions to skip (a name that matches no plugin gets a warning).
 ``MVCORE_STRICT_PLUGINS=1``
-    a plugin that fails to import or implements an unknown hook is an error, not a warning.
+    every plugin problem is an error, not a warning (for CI).
 ``MVCORE_TRACE_PLUGINS=1``
     print every hook call and its implementations to stderr.
 
-Each entry point is loaded in its own ``try`` so one broken plugin never stops the others, and
-never stops ``mvcore --help`` or ``mvcore plugins`` (the commands you need to fix it).
+Names are compared as distribution names are (case, ``-``, ``_`` and ``.`` do not matter:
+``MV_Losses`` is ``mv-losses``).
+
+Whatever goes wrong inside one plugin (its import, a hook that raises, a hook the specs do not
+know, what its hooks register) is recorded against that plugin with one warning naming it;
+every other plugin keeps working, and ``mvcore --help`` and ``mvcore plugins`` always work.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as importlib_metadata
 import os
+import re
 import sys
 import traceback
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,17 +48,44 @@ _REGISTER_HOOKS = {
     "augmenter": "mvcore_register_augmenters",
     "backbone": "mvcore_register_backbones",
 }
+_TRUE = {"1", "true", "yes", "on"}
 
 
-def _csv_env(name: str) -> list[str] | None:
-    value = os.environ.get(name)
+def normalize_name(name: str) -> str:
+    """A distribution name in its canonical form (PEP 503): ``MV_Losses`` -> ``mv-losses``."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _names(value: str | None) -> list[str] | None:
     if value is None:
         return None
-    return [part.strip() for part in value.split(",") if part.strip()]
+    return [normalize_name(part) for part in value.split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """The environment switches, parsed once (see the module docstring)."""
+
+    load: tuple[str, ...] | None = None  # None: all
+    disable: tuple[str, ...] = ()
+    strict: bool = False
+    trace: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PluginSettings:
+        env = os.environ if environ is None else environ
+        load = _names(env.get(ENV_LOAD))
+        return cls(
+            load=None if load is None else tuple(load),
+            disable=tuple(_names(env.get(ENV_DISABLE)) or ()),
+            strict=env.get(ENV_STRICT, "").strip().lower() in _TRUE,
+            trace=env.get(ENV_TRACE, "").strip().lower() in _TRUE,
+        )
 
 
 def strict_mode() -> bool:
-    return os.environ.get(ENV_STRICT, "").strip().lower() in {"1", "true", "yes", "on"}
+    """Whether ``MVCORE_STRICT_PLUGINS`` is set (read now)."""
+    return PluginSettings.from_env().strict
 
 
 @dataclass
@@ -64,7 +97,14 @@ class PluginInfo:
     module: str | None = None
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
-    error: str | None = None
+    disabled: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    loaded: bool = False
+
+    @property
+    def error(self) -> str | None:
+        """All problems in one string (None when the plugin is healthy)."""
+        return "; ".join(self.problems) if self.problems else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,42 +113,72 @@ class PluginInfo:
             "module": self.module,
             "hooks": self.hooks,
             "registered": self.registered,
+            "disabled": self.disabled,
+            "problems": self.problems,
             "error": self.error,
         }
 
 
 class PluginManager:
-    """A pluggy manager plus provenance and load errors for every plugin it holds."""
+    """A pluggy manager plus provenance and problems for every plugin it holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: PluginSettings | None = None) -> None:
+        self.settings = settings if settings is not None else PluginSettings.from_env()
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
-        self.trace = os.environ.get(ENV_TRACE, "").strip().lower() in {"1", "true", "yes"}
-        if self.trace:
+        if self.settings.trace:
             self._enable_tracing()
+
+    # ------------------------------------------------------------------ problems
+    def problem(self, name: str, message: str) -> None:
+        """Record a problem of plugin ``name`` and warn once (strict: ``raise_if_strict``)."""
+        info = self.info.setdefault(name, PluginInfo(name=name))
+        if message in info.problems:
+            return
+        info.problems.append(message)
+        if not self.settings.strict:
+            warnings.warn(f"mvcore plugin {name!r}: {message}", RuntimeWarning, stacklevel=2)
+
+    @property
+    def problems(self) -> dict[str, list[str]]:
+        return {name: info.problems for name, info in self.info.items() if info.problems}
+
+    @property
+    def load_errors(self) -> dict[str, str]:
+        return {name: info.error for name, info in self.info.items() if info.error}
+
+    def raise_if_strict(self) -> None:
+        """Under ``MVCORE_STRICT_PLUGINS=1``, every recorded problem is one error."""
+        if self.settings.strict and self.problems:
+            lines = [f"  {name}: {message}" for name, messages in self.problems.items()
+                     for message in messages]
+            raise PluginLoadError(
+                f"plugin problems ({ENV_STRICT}=1 makes them fatal; unset it to run with the "
+                "broken parts disabled):\n" + "\n".join(lines))
 
     # ------------------------------------------------------------------ loading
     def register(self, plugin: object, name: str, version: str | None = None) -> None:
         """Register a plugin object (module, class instance) under ``name``.
 
-        A plugin whose hooks do not match the specs is rejected with a PluginLoadError that
-        names it (in strict mode) or recorded as a load error (otherwise).
-        """
+        A plugin whose hooks do not match the specs (an unknown hook, an argument the spec
+        lacks) is not registered; the problem is recorded against it."""
         if isinstance(plugin, type):
             raise TypeError(
                 f"plugin {name!r} is a class; register an instance (did you forget the '()'?)"
             )
+        info = self.info.setdefault(name, PluginInfo(name=name))
+        info.version = version
+        info.module = getattr(plugin, "__name__", type(plugin).__module__)
         try:
             self.pm.register(plugin, name=name)
             self._check_pending(name)
-        except Exception as exc:  # noqa: BLE001 - recorded, then raised or warned
+        except Exception as exc:  # noqa: BLE001 - recorded against this plugin only
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self._record_error(name, version, f"{type(exc).__name__}: {exc}")
+            self.problem(name, f"{type(exc).__name__}: {exc}")
             return
-        module = getattr(plugin, "__name__", type(plugin).__module__)
-        self.info[name] = PluginInfo(name=name, version=version, module=module)
+        info.loaded = True
 
     def _check_pending(self, name: str) -> None:
         """Raise if plugin ``name`` implements a hook that no spec declares (a typo)."""
@@ -119,79 +189,91 @@ class PluginManager:
                 continue
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and not impl.opts.get("optionalhook"):
-                    known = ", ".join(sorted(h for h in _hookspec_names()))
+                    known = ", ".join(sorted(_hookspec_names()))
                     raise pluggy.PluginValidationError(
                         plugin,
                         f"unknown hook {hook_name!r} in plugin {name!r}; known hooks: {known}",
                     )
 
     def load_entrypoints(self) -> None:
-        """Load the ``mvcore`` entry-point group, honouring the environment switches."""
-        only = _csv_env(ENV_LOAD)
-        disabled = set(_csv_env(ENV_DISABLE) or [])
-        if only == []:
+        """Load the ``mvcore`` entry-point group, honouring the settings."""
+        only = self.settings.load
+        disabled = set(self.settings.disable)
+        if only == ():
             return
         seen: set[str] = set()
         for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else ep.name
             version = dist.version if dist is not None else None
-            if dist_name in seen:  # same distribution found twice on sys.path
+            key = normalize_name(dist_name)
+            if key in seen:  # same distribution found twice on sys.path
                 continue
-            seen.add(dist_name)
-            if dist_name in disabled or ep.name in disabled:
+            seen.add(key)
+            if key in disabled or normalize_name(ep.name) in disabled:
                 continue
-            if only is not None and dist_name not in only and ep.name not in only:
+            if only is not None and key not in only and normalize_name(ep.name) not in only:
                 continue
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop others
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                self._record_error(dist_name, version, f"import of {ep.value!r} failed: {detail}")
+                self.info.setdefault(dist_name, PluginInfo(name=dist_name, version=version))
+                self.info[dist_name].module = ep.value
+                self.problem(dist_name, f"import of {ep.value!r} failed: {detail}")
                 continue
             self.register(plugin, name=dist_name, version=version)
-            if dist_name in self.info:
-                self.info[dist_name].module = ep.value
-        if only:
-            for wanted in only:
-                if wanted not in seen:
-                    self._record_error(wanted, None, f"not installed (named in {ENV_LOAD})")
-
-    def _record_error(self, name: str, version: str | None, message: str) -> None:
-        self.info[name] = PluginInfo(name=name, version=version, error=message)
-        text = f"mvcore plugin {name!r} could not be loaded: {message}"
-        if strict_mode():
-            raise PluginLoadError(text + f" ({ENV_STRICT}=1 makes this fatal)")
-        warnings.warn(
-            text + f"; it is skipped (set {ENV_DISABLE}={name} to silence this)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-    @property
-    def load_errors(self) -> dict[str, str]:
-        return {name: info.error for name, info in self.info.items() if info.error}
+            self.info[dist_name].module = ep.value
+        installed = ", ".join(sorted(seen)) or "none"
+        for wanted in only or ():
+            if wanted not in seen:
+                self.problem(wanted, f"not installed (named in {ENV_LOAD}; installed: "
+                                     f"{installed})")
+        for name in sorted(disabled - seen):
+            warnings.warn(
+                f"{ENV_DISABLE} names {name!r}, which matches no installed mvcore plugin "
+                f"(installed: {installed})", RuntimeWarning, stacklevel=2)
 
     # --------------------------------------------------------------- components
     def build_registry(
         self, kind: str, base: type | str | None = None, name_attr: str = "name"
     ) -> Registry:
-        """Call the register hook of ``kind`` once per plugin, scoped to that plugin."""
+        """Call the register hook of ``kind`` once per plugin, scoped to that plugin. A hook
+        that raises disables what it registered; the other plugins are unaffected."""
         hook_name = _REGISTER_HOOKS[kind]
-        registry = Registry(kind, base=base, name_attr=name_attr)
-        registry.load_errors = self.load_errors
+        registry = Registry(kind, base=base, name_attr=name_attr, on_problem=self.problem,
+                            plugin_problems=lambda: self.problems)
         caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order
             name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
             info = self.info.get(name)
             scoped = registry.scoped(name, info.version if info else None)
-            if self.trace:
+            if self.settings.trace:
                 print(f"[mvcore hook] {hook_name} -> {name}", file=sys.stderr)
-            impl.function(**{arg: scoped for arg in impl.argnames})
-            if info is not None:
-                names = [n for n, e in registry._entries.items() if e.provider == name]
-                info.registered[kind] = sorted(names)
+            before = {key for key in registry._qualified if key[0] == name}
+            try:
+                impl.function(**{arg: scoped for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - isolated: this plugin's names only
+                reason = f"its {hook_name} hook raised {type(exc).__name__}: {exc}"
+                added = [n for (p, n) in registry._qualified if p == name
+                         and (p, n) not in before]
+                registry.disable_provider(name, reason, names=added)
+                self.problem(name, reason)
+        self.record_names(registry)
         return registry
+
+    def record_names(self, registry: Registry) -> None:
+        """Note in each plugin's info which names of ``registry`` it provides, usable or not."""
+        kind = registry.kind
+        for info in self.info.values():
+            info.registered.pop(kind, None)
+            info.disabled.pop(kind, None)
+        for entry in registry.entries():
+            info = self.info.setdefault(entry.provider, PluginInfo(name=entry.provider))
+            if entry.disabled:
+                info.disabled.setdefault(kind, {})[entry.name] = entry.disabled
+            else:
+                info.registered.setdefault(kind, []).append(entry.name)
 
     def report(self) -> list[PluginInfo]:
         """Plugins with the hooks they implement (registries must be built to list names)."""
@@ -202,6 +284,17 @@ class PluginManager:
                     caller.name for caller in self.pm.get_hookcallers(plugin) or []
                 )
         return sorted(self.info.values(), key=lambda i: i.name)
+
+    def add_cli_commands(self, subparsers: Any) -> None:
+        """Let each plugin add ``mvcore`` sub-commands; a hook that raises is a problem of that
+        plugin (its commands may be missing), never a broken CLI."""
+        for impl in self.pm.hook.mvcore_add_cli_commands.get_hookimpls():
+            name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
+            try:
+                impl.function(**{arg: subparsers for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - the CLI must stay usable
+                self.problem(name, f"its mvcore_add_cli_commands hook raised "
+                                   f"{type(exc).__name__}: {exc}")
 
     def _enable_tracing(self) -> None:
         def before(hook_name, hook_impls, kwargs):
@@ -218,9 +311,11 @@ def _hookspec_names() -> list[str]:
     return [name for name in dir(hookspecs) if name.startswith("mvcore_")]
 
 
-def get_plugin_manager(load_entrypoints: bool = True) -> PluginManager:
+def get_plugin_manager(
+    load_entrypoints: bool = True, settings: PluginSettings | None = None
+) -> PluginManager:
     """A fresh manager; with ``load_entrypoints`` the installed plugins are loaded into it."""
-    manager = PluginManager()
+    manager = PluginManager(settings)
     if load_entrypoints:
         manager.load_entrypoints()
     return manager

@@ -1,7 +1,7 @@
 """Load a trained model directory (written by ``mvcore train``) for inference.
 
 A model directory holds ``config.yaml`` (resolved, absolute ``data.data_dir``),
-``context.json`` (the ``LossContext`` the network was built with) and
+``context.json`` (the ``mvcore.Context`` the network was built with) and
 ``checkpoints/{best,last}.ckpt`` (Lightning). The network is rebuilt from the config and the
 installed backbone plugin, without loss functions (no PCA fitting, no project needed), and the
 checkpoint weights are loaded; loss buffers in the checkpoint are ignored.
@@ -58,7 +58,7 @@ def load_model_config(model_dir: str | Path) -> Any:
 
 
 def _load_context(model_dir: Path) -> Any:
-    from mvcore.losses.base import LossContext
+    from mvcore.context import Context
 
     context_file = model_dir / "context.json"
     if not context_file.is_file():
@@ -67,8 +67,8 @@ def _load_context(model_dir: Path) -> Any:
             "retrain with this mvcore version or write it by hand"
         )
     try:
-        return LossContext(**json.loads(context_file.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+        return Context.from_json(json.loads(context_file.read_text()))
+    except (json.JSONDecodeError, TypeError, MvcoreError) as exc:
         raise MvcoreError(f"{context_file}: not a valid model context: {exc}") from exc
 
 
@@ -85,6 +85,7 @@ def load_model(
     """
     import torch
 
+    from mvcore.build import build_backbone, select_backbone
     from mvcore.plugin.components import load_components
     from mvcore.training.module import MultiviewPoseModule
 
@@ -94,11 +95,11 @@ def load_model(
     ckpt = resolve_checkpoint(path, checkpoint)
     components = load_components()
     # every weight comes from the checkpoint: never fetch pretrained weights (offline use) or
-    # read the training-time backbone_checkpoint (its relative path may not resolve here)
-    build = config.model_copy(deep=True)
-    build.model.backbone_pretrained = False
-    build.model.backbone_checkpoint = None
-    module = MultiviewPoseModule(build, components, context, build_losses=False)
+    # read the training-time backbone checkpoint (its relative path may not resolve here)
+    # (no project checks: the training-time weights file need not exist here)
+    backbone = build_backbone(select_backbone(config, components), context,
+                              architecture_only=True)
+    module = MultiviewPoseModule(config, backbone, context)
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message

@@ -1,39 +1,34 @@
-"""``MultiviewPoseModule``: backbone plugin + loss factories in one LightningModule.
+"""``MultiviewPoseModule``: a backbone and two loss factories in one LightningModule.
 
 Per batch: images ``(B, V, 3, H, W)`` -> backbone -> heatmaps ``(B, V, K, h, w)`` -> sub-pixel
-keypoints and confidences -> frame pixels -> (when calibrated) 3D by batched triangulation ->
-the loss-input dict of ``mvcore.losses.base`` -> LossFactory.
+keypoints and confidences -> frame pixels -> the ``mvcore.contracts.LossInputs`` of that batch
+-> the loss factories. Inputs marked ``on_demand`` in the contract (triangulations,
+reprojections) are computed exactly when a loss of the group being fed declares them; the
+module knows no loss by name.
 
-Training batches are either a labelled batch or, when the data module serves unlabelled video
-(``mvcore.data.unlabeled``), ``{"labeled": batch, "unlabeled": clip}``. Supervised losses
-always use the labelled batch; unsupervised losses use the clip when there is one (its T
-frames play the batch dimension, in temporal order, without targets), else the labelled batch
-(the behaviour without videos). Validation and test apply both to the labelled batch.
+Training batches are a ``LabeledBatch`` or, when the data module serves unlabelled video,
+``{"labeled": LabeledBatch, "unlabeled": ClipBatch}``. Supervised losses always use the
+labelled batch; unsupervised losses use the clip when there is one (its T frames play the batch
+dimension, in temporal order, without targets), else the labelled batch. Validation and test
+apply both to the labelled batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from mvcore.data.bbox import model_to_frame
+from mvcore.context import Context
+from mvcore.contracts import LOSS_INPUTS
+from mvcore.data.bbox import frame_to_model, model_to_frame
 from mvcore.data.heatmaps import heatmap_to_keypoints
-from mvcore.geometry import project_points, triangulate, triangulate_pairs
-from mvcore.losses.base import LossContext
+from mvcore.geometry import CameraTensors, project_points, triangulate, triangulate_pairs
 from mvcore.losses.factory import LossFactory
 
-#: loss inputs every model produces
-BASE_INPUTS = {
-    "heatmaps_targ", "heatmaps_pred", "keypoints_targ", "keypoints_pred",
-    "keypoints_pred_augmented", "confidences",
-}
-#: loss inputs produced only for calibrated projects
-CALIBRATED_INPUTS = {
-    "keypoints_targ_3d", "keypoints_pred_3d", "keypoints_pred_2d_reprojected",
-    "intrinsics", "extrinsics", "distortions", "has_calibration",
-}
+__all__ = ["MultiviewPoseModule", "apply_homography"]
 
 
 def apply_homography(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
@@ -43,47 +38,79 @@ def apply_homography(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tens
     return mapped[..., :2] / mapped[..., 2:3]
 
 
-class MultiviewPoseModule(pl.LightningModule):
-    """Trains a registered backbone with the configured losses."""
+class _Step:
+    """What one forward pass knows, for the on-demand inputs: augmented-frame predictions
+    ``(B, V, K, 2)``, cameras, the calibration mask ``(B, 1, 1, 1)`` and the computed inputs."""
 
-    def __init__(self, config: Any, components: Any, context: LossContext,
-                 data_module: Any = None, build_losses: bool = True) -> None:
+    def __init__(self, points: torch.Tensor, bbox: torch.Tensor, cameras: CameraTensors,
+                 calibrated: torch.Tensor) -> None:
+        self.points, self.bbox, self.cameras, self.calibrated = points, bbox, cameras, calibrated
+        self.done: dict[str, torch.Tensor] = {}
+
+    def mask(self, values: torch.Tensor) -> torch.Tensor:
+        """NaN for frames without calibration (their cameras are placeholders)."""
+        calibrated = self.calibrated.reshape(-1, *([1] * (values.ndim - 1)))
+        return torch.where(calibrated, values, torch.full_like(values, float("nan")))
+
+
+class MultiviewPoseModule(pl.LightningModule):
+    """Trains a backbone with the losses of two factories (supervised, unsupervised)."""
+
+    def __init__(
+        self,
+        config: Any,
+        backbone: Any,
+        context: Context,
+        loss_supervised: LossFactory | None = None,
+        loss_unsupervised: LossFactory | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.context = context
         self.num_views = context.num_views
         self.num_keypoints = context.num_keypoints
-        self.image_size = (context.image_height, context.image_width)
-        backbone_cls = components.backbones.get(config.model.model_type,
-                                                key_path="model.model_type")
-        params = backbone_cls.validate_config(config)
-        self.backbone = backbone_cls(config, params, self.num_views, self.num_keypoints)
-        produced = set(BASE_INPUTS) | (CALIBRATED_INPUTS if context.has_calibration else set())
-        self.produced_inputs = produced
-        if build_losses:
-            self.loss_supervised = LossFactory.from_config(
-                config, components.losses, supervised=True, produced_inputs=produced,
-                data_module=data_module, context=context)
-            self.loss_unsupervised = LossFactory.from_config(
-                config, components.losses, supervised=False, produced_inputs=produced,
-                data_module=data_module, context=context)
-        else:  # inference only: no PCA fitting, no loss buffers needed
-            self.loss_supervised = LossFactory()
-            self.loss_unsupervised = LossFactory()
-        names = self.loss_supervised.names() + self.loss_unsupervised.names()
-        self.needs_reprojection = "supervised_reprojection_heatmap_mse" in names
-        self.needs_3d = context.has_calibration and any(
-            "3d" in key or "reprojected" in key
-            for factory in (self.loss_supervised, self.loss_unsupervised)
-            for loss in factory.losses.values()
-            for key in _required(loss)
-        )
+        self.image_size = context.image_size
+        self.backbone = backbone
+        self.loss_supervised = loss_supervised or LossFactory()
+        self.loss_unsupervised = loss_unsupervised or LossFactory()
         # the annealing weight (callbacks.anneal_weight writes it); a buffer so it is saved
         self.register_buffer("anneal_weight", torch.tensor(1.0))
         self.steps_per_epoch = 1
-        if build_losses and getattr(data_module, "use_unlabeled", False) is None:
-            # the data module serves unlabelled clips only for active unsupervised losses
-            data_module.use_unlabeled = len(self.loss_unsupervised) > 0
+
+    # ------------------------------------------------------------ on-demand inputs
+    @property
+    def producers(self) -> dict[str, Callable[[_Step], torch.Tensor]]:
+        """How each on-demand loss input is computed (one per ``on_demand`` contract entry)."""
+        return {
+            "keypoints_pred_3d": self._pairwise_3d,
+            "keypoints_pred_3d_triangulated": self._triangulated_3d,
+            "keypoints_pred_2d_reprojected": self._reprojected_2d,
+        }
+
+    def _on_demand(self, name: str, step: _Step) -> torch.Tensor:
+        if name not in step.done:
+            step.done[name] = self.producers[name](step)
+        return step.done[name]
+
+    def _pairwise_3d(self, step: _Step) -> torch.Tensor:
+        """``(B, P, K, 3)``: every camera pair triangulates every keypoint."""
+        cams = step.cameras
+        pairs = triangulate_pairs(step.points, cams.intrinsics, cams.extrinsics, cams.distortions)
+        return step.mask(pairs)
+
+    def _triangulated_3d(self, step: _Step) -> torch.Tensor:
+        """``(B, K, 3)``: all views at once (DLT)."""
+        cams = step.cameras
+        points = triangulate(step.points, cams.intrinsics, cams.extrinsics, cams.distortions)
+        return step.mask(points)
+
+    def _reprojected_2d(self, step: _Step) -> torch.Tensor:
+        """``(B, N, 2)`` model pixels: the all-view triangulation projected into every view."""
+        cams = step.cameras
+        points_3d = self._on_demand("keypoints_pred_3d_triangulated", step)
+        frame = project_points(points_3d, cams.intrinsics, cams.extrinsics, cams.distortions)
+        model = frame_to_model(frame, step.bbox, self.image_size)
+        return model.reshape(model.shape[0], -1, 2)
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,20 +132,16 @@ class MultiviewPoseModule(pl.LightningModule):
         images: torch.Tensor,
         bbox: torch.Tensor,
         transforms: torch.Tensor | None = None,
-        cameras: dict[str, torch.Tensor] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Run the model and build the target-free loss inputs (``mvcore.losses.base`` names).
+        cameras: CameraTensors | None = None,
+        has_calibration: torch.Tensor | None = None,
+        wanted: set[str] | frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """Run the model and build the target-free loss inputs (``mvcore.contracts``).
 
         ``images (B, V, 3, H, W)``, ``bbox (B, V, 4)``, optional ``transforms (B, V, 3, 3)``
-        (original -> augmented model pixels) and ``cameras`` with ``intrinsics (B, V, 3, 3)``,
-        ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)``, ``has_calibration (B,)`` (used
-        when the project is calibrated). Returns ``heatmaps_pred (B, N, h, w)``,
-        ``keypoints_pred`` / ``keypoints_pred_augmented (B, 2N)`` frame pixels,
-        ``confidences (B, N)``, and for calibrated projects the cameras, ``has_calibration (B,)``
-        (False for frames of a session without calibration: their cameras are placeholders)
-        and (when a loss needs them) ``keypoints_pred_3d`` / ``keypoints_pred_2d_reprojected``
-        (NaN for those frames).
-        """
+        (original -> augmented model pixels), ``cameras`` ``(B, V, ...)`` and
+        ``has_calibration (B,)`` (used when the project is calibrated). ``wanted``: the
+        on-demand inputs to compute (those the losses to be fed declare)."""
         b, v, k = images.shape[0], self.num_views, self.num_keypoints
         out = self.predict_keypoints(images, bbox)
         pred_aug_frame = out["keypoints_frame"]  # (B, V, K, 2), augmented space
@@ -128,36 +151,31 @@ class MultiviewPoseModule(pl.LightningModule):
             pred_orig_frame = model_to_frame(pred_orig_model, bbox, self.image_size)
         else:
             pred_orig_frame = pred_aug_frame
-        inputs: dict[str, torch.Tensor] = {
+        inputs: dict[str, Any] = {
             "heatmaps_pred": out["heatmaps"].reshape(b, v * k, *out["heatmaps"].shape[-2:]),
             "keypoints_pred": pred_orig_frame.reshape(b, -1),
             "keypoints_pred_augmented": pred_aug_frame.reshape(b, -1),
             "confidences": out["confidences"].reshape(b, -1),
         }
         if self.context.has_calibration and cameras is not None:
-            intrinsics = cameras["intrinsics"].to(pred_aug_frame)
-            extrinsics = cameras["extrinsics"].to(pred_aug_frame)
-            distortions = cameras["distortions"].to(pred_aug_frame)
-            calibrated = cameras["has_calibration"].bool().reshape(b, 1, 1, 1)
-            inputs.update(intrinsics=intrinsics, extrinsics=extrinsics, distortions=distortions,
-                          has_calibration=calibrated.reshape(b))
-            if self.needs_3d:
-                pairs = triangulate_pairs(pred_aug_frame, intrinsics, extrinsics, distortions)
-                inputs["keypoints_pred_3d"] = torch.where(
-                    calibrated, pairs, torch.full_like(pairs, float("nan")))
-            if self.needs_reprojection:
-                points_3d = triangulate(pred_aug_frame, intrinsics, extrinsics, distortions)
-                reprojected = project_points(points_3d, intrinsics, extrinsics, distortions)
-                model = _frame_to_model(reprojected, bbox, self.image_size)
-                model = torch.where(calibrated, model, torch.full_like(model, float("nan")))
-                inputs["keypoints_pred_2d_reprojected"] = model.reshape(b, v * k, 2)
+            cameras = cameras.to(dtype=pred_aug_frame.dtype)
+            if has_calibration is None:
+                has_calibration = torch.ones(b, dtype=torch.bool, device=images.device)
+            calibrated = has_calibration.bool().reshape(b)
+            inputs.update(cameras=cameras, has_calibration=calibrated)
+            step = _Step(pred_aug_frame, bbox, cameras, calibrated)
+            for name in wanted:
+                if LOSS_INPUTS[name].on_demand:
+                    inputs[name] = self._on_demand(name, step)
         return inputs
 
-    def loss_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run the model on a labelled batch: ``prediction_inputs`` plus the targets."""
+    def loss_inputs(self, batch: dict[str, Any], wanted: set[str] | frozenset[str] = frozenset()
+                    ) -> dict[str, Any]:
+        """Run the model on a ``LabeledBatch``: ``prediction_inputs`` plus the targets."""
         b, v, k = batch["images"].shape[0], self.num_views, self.num_keypoints
-        inputs = self.prediction_inputs(batch["images"], batch["bbox"],
-                                        batch.get("transforms"), batch)
+        inputs = self.prediction_inputs(batch["images"], batch["bbox"], batch.get("transforms"),
+                                        batch.get("cameras"), batch.get("has_calibration"),
+                                        wanted)
         dtype_ref = inputs["keypoints_pred_augmented"]
         targ_frame = model_to_frame(batch["keypoints"].to(dtype_ref), batch["bbox"],
                                     self.image_size)
@@ -168,15 +186,15 @@ class MultiviewPoseModule(pl.LightningModule):
             inputs["keypoints_targ_3d"] = batch["keypoints_3d"].to(dtype_ref)
         return inputs
 
-    def unlabeled_loss_inputs(self, clip: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Target-free loss inputs of one unlabelled clip (a batch of 1 clip).
-
-        ``frames (1, T, V, 3, H, W)``, ``bbox (1, T, V, 4)`` and cameras ``(1, T, V, ...)`` ->
-        ``prediction_inputs`` with the T consecutive frames as the batch (temporal order)."""
-        cameras = {key: clip[key][0] for key in
-                   ("intrinsics", "extrinsics", "distortions", "has_calibration") if key in clip}
+    def unlabeled_loss_inputs(self, clip: dict[str, Any],
+                              wanted: set[str] | frozenset[str] = frozenset()
+                              ) -> dict[str, Any]:
+        """Target-free loss inputs of a ``ClipBatch`` (one clip; its T frames are the batch,
+        in temporal order)."""
+        cameras = clip.get("cameras")
         return self.prediction_inputs(clip["frames"][0], clip["bbox"][0], None,
-                                      cameras if len(cameras) == 4 else None)
+                                      None if cameras is None else cameras[0],
+                                      clip["has_calibration"][0], wanted)
 
     # ----------------------------------------------------------------- training
     def _log_list(self, logs: list[dict[str, Any]], batch_size: int, on_step: bool) -> None:
@@ -196,7 +214,10 @@ class MultiviewPoseModule(pl.LightningModule):
         batch_size = batch["images"].shape[0]
         for name, value in progress.items():
             self.log(name, float(value), on_step=True, on_epoch=False, batch_size=batch_size)
-        inputs = self.loss_inputs(batch)
+        wanted = self.loss_supervised.declared_inputs()
+        if unlabeled is None:
+            wanted |= self.loss_unsupervised.declared_inputs()
+        inputs = self.loss_inputs(batch, wanted)
         anneal = self.anneal_weight
         total, logs = self.loss_supervised(stage="train", anneal_weight=anneal, **inputs)
         self._log_list(logs, batch_size, on_step=True)
@@ -204,7 +225,8 @@ class MultiviewPoseModule(pl.LightningModule):
             unsup_size = batch_size
             unsup_inputs = inputs
             if unlabeled is not None:
-                unsup_inputs = self.unlabeled_loss_inputs(unlabeled)
+                unsup_inputs = self.unlabeled_loss_inputs(
+                    unlabeled, self.loss_unsupervised.declared_inputs())
                 unsup_size = unsup_inputs["keypoints_pred"].shape[0]
             unsup, unsup_logs = self.loss_unsupervised(stage="train", anneal_weight=anneal,
                                                        **unsup_inputs)
@@ -215,13 +237,14 @@ class MultiviewPoseModule(pl.LightningModule):
         self.log("anneal_weight", float(anneal), batch_size=batch_size)
         self.log("train_pixel_error", _pixel_error(inputs), prog_bar=True,
                  batch_size=batch_size)
-        if "aug_skipped" in batch:
-            self.log("train_aug_skipped", batch["aug_skipped"].float().sum(), on_step=False,
-                     on_epoch=True, reduce_fx="sum", batch_size=batch_size)
+        for name, values in (batch.get("aug_stats") or {}).items():
+            self.log(f"train_{name}", values.float().sum(), on_step=False, on_epoch=True,
+                     reduce_fx="sum", batch_size=batch_size)
         return total
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        inputs = self.loss_inputs(batch)
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        wanted = self.loss_supervised.declared_inputs() | self.loss_unsupervised.declared_inputs()
+        inputs = self.loss_inputs(batch, wanted)
         batch_size = batch["images"].shape[0]
         full, logs = self.loss_supervised(stage=stage, anneal_weight=None, **inputs)
         annealed, _ = self.loss_supervised(stage=stage, anneal_weight=self.anneal_weight,
@@ -240,10 +263,10 @@ class MultiviewPoseModule(pl.LightningModule):
         self.log(f"{stage}_pixel_error", _pixel_error(inputs), prog_bar=True,
                  batch_size=batch_size, sync_dist=True)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
     # --------------------------------------------------------------- optimiser
@@ -270,19 +293,6 @@ class MultiviewPoseModule(pl.LightningModule):
             gamma=training.lr_scheduler_params.multisteplr.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler,
                                                          "interval": "epoch"}}
-
-
-def _required(loss: Any) -> set[str]:
-    from mvcore.losses.base import required_inputs
-
-    return required_inputs(type(loss))
-
-
-def _frame_to_model(points: torch.Tensor, bbox: torch.Tensor, image_size: tuple[int, int]
-                    ) -> torch.Tensor:
-    from mvcore.data.bbox import frame_to_model
-
-    return frame_to_model(points, bbox, image_size)
 
 
 def _pixel_error(inputs: dict[str, torch.Tensor]) -> torch.Tensor:

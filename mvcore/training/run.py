@@ -8,7 +8,6 @@ Model directory contents: ``config.yaml`` (resolved), ``plugins.json`` (versions
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import warnings
@@ -18,46 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mvcore.config.load import validate_components
+from mvcore.config.load import dump_config
 from mvcore.config.schema import MvConfig
 from mvcore.errors import ConfigError
-
-
-def build_augmenters(config: MvConfig, components: Any, has_calibration: bool) -> list[Any]:
-    """Instantiate the augmenters the config selects (training only)."""
-    from mvcore.augment.base import selected_augmenters
-
-    augmenters = []
-    for name, key_path in selected_augmenters(config, components.augmenters):
-        cls = components.augmenters.get(name, key_path=key_path)
-        if cls.requires_calibration and not has_calibration:
-            raise ConfigError(
-                f"{key_path}: augmenter {name!r} needs camera calibration, but the project has "
-                "none (add calibration.toml or calibrations/<session>.toml, or set "
-                f"{key_path}: false)"
-            )
-        params = cls.Params.model_validate(config.training.augmentation_params.get(name, {}))
-        augmenters.append(cls(params, config))
-    return augmenters
-
-
-def loss_context(config: MvConfig, project: Any) -> Any:
-    from mvcore.losses.base import LossContext
-
-    height = config.data.image_resize_dims.height
-    width = config.data.image_resize_dims.width
-    scale = 2 ** config.data.downsample_factor
-    matches = config.data.mirrored_column_matches
-    if matches and isinstance(matches[0], int):
-        k = len(project.keypoint_names)
-        matches = [[v * k + i for i in matches] for v in range(len(project.view_names))]
-    return LossContext(
-        view_names=list(project.view_names), keypoint_names=list(project.keypoint_names),
-        image_height=height, image_width=width, heatmap_height=height // scale,
-        heatmap_width=width // scale, downsample_factor=config.data.downsample_factor,
-        has_calibration=bool(project.has_calibration), mirrored_column_matches=matches,
-        columns_for_singleview_pca=config.data.columns_for_singleview_pca,
-    )
 
 
 def _resolve_model_dir(config: MvConfig, output_dir: str | None, resume: str | None) -> Path:
@@ -83,6 +45,36 @@ def _accelerator(config: MvConfig) -> tuple[str, int]:
     return "cpu", 1
 
 
+def prepare_training(config: MvConfig, components: Any, project: Any) -> tuple[Any, Any]:
+    """Everything a training run builds before it writes anything: the checked plan, the data
+    module (augmenters, splits; unlabelled clips when unsupervised losses are active) and the
+    Lightning module (backbone, losses) -> ``(module, data_module)``. Raises on any problem of
+    the config, the plugins or the project."""
+    import pytorch_lightning as pl
+
+    from mvcore.build import (
+        build_augmenters,
+        build_backbone,
+        build_losses,
+        make_context,
+        plan_run,
+    )
+    from mvcore.data.datamodule import MultiviewDataModule
+    from mvcore.training.module import MultiviewPoseModule
+
+    data_module = MultiviewDataModule(config, project=project)
+    context = make_context(config, project, labels_source=data_module.train_keypoints_frame)
+    plan = plan_run(config, components, context)
+    data_module.augmenters = build_augmenters(plan, context)
+    data_module.setup()
+    pl.seed_everything(config.training.rng_seed_model_pt, workers=True, verbose=False)
+    loss_supervised, loss_unsupervised = build_losses(plan, context)
+    data_module.use_unlabeled = len(loss_unsupervised) > 0
+    module = MultiviewPoseModule(config, build_backbone(plan, context), context,
+                                 loss_supervised, loss_unsupervised)
+    return module, data_module
+
+
 def train(config: MvConfig, output_dir: str | None = None, resume: str | None = None) -> Path:
     """Train a model; returns the model directory."""
     import pytorch_lightning as pl
@@ -91,29 +83,20 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
     from pytorch_lightning.loggers import CSVLogger
 
     from mvcore import __version__
-    from mvcore.data.datamodule import MultiviewDataModule
     from mvcore.data.project import MultiviewProject
     from mvcore.plugin.components import load_components
     from mvcore.training.callbacks import AnnealWeight, StepsPerEpoch, UnfreezeBackbone
-    from mvcore.training.module import MultiviewPoseModule
 
     components = load_components()
-    validate_components(config, components)
+    project = MultiviewProject.from_config(config)
+    accelerator, devices = _accelerator(config)
+    world = devices * config.training.num_nodes  # per-device batch sizes: the datamodule
+    module, data_module = prepare_training(config, components, project)
     model_dir = _resolve_model_dir(config, output_dir, resume)
     model_dir.mkdir(parents=True, exist_ok=True)
 
-    project = MultiviewProject.from_config(config)
-    augmenters = build_augmenters(config, components, project.has_calibration)
-    accelerator, devices = _accelerator(config)
-    world = devices * config.training.num_nodes  # per-device batch sizes: the datamodule
-    data_module = MultiviewDataModule(config, project=project, augmenters=augmenters)
-    data_module.setup()
-    pl.seed_everything(config.training.rng_seed_model_pt, workers=True, verbose=False)
-    context = loss_context(config, project)
-    module = MultiviewPoseModule(config, components, context, data_module=data_module)
-
     _save_run_info(config, components, model_dir, __version__)
-    (model_dir / "context.json").write_text(json.dumps(dataclasses.asdict(context), indent=2))
+    (model_dir / "context.json").write_text(json.dumps(module.context.to_json(), indent=2))
     baseline = _untrained_metrics(module, data_module, project, model_dir, resume)
 
     callbacks: list[Any] = [
@@ -193,7 +176,7 @@ def train(config: MvConfig, output_dir: str | None = None, resume: str | None = 
 
 
 def _save_run_info(config: MvConfig, components: Any, model_dir: Path, version: str) -> None:
-    data = config.model_dump(mode="json", exclude={"config_dir"})
+    data = dump_config(config)
     data["data"]["data_dir"] = str(Path(config.config_dir or ".", config.data.data_dir).resolve())
     (model_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     info = {"mvcore": version, "plugins": components.versions(),

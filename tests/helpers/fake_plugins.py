@@ -1,13 +1,11 @@
-"""Test-only plugins: plain objects with hook implementations."""
+"""Test-only plugins: plain objects with hook implementations, built on the public surface."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from torch import nn
 
-from mvcore import hookimpl
-from mvcore.losses.base import Loss, LossParams
+from mvcore import Backbone, Context, Loss, LossParams, ParamError, hookimpl
 
 
 class BoneParams(LossParams):
@@ -21,11 +19,18 @@ class BoneLengthLoss(Loss):
     Params = BoneParams
     supervised = False
 
-    def __init__(self, bones=((0, 1),), **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.register_buffer("bones", torch.as_tensor(bones, dtype=torch.long))
+    @classmethod
+    def validate_context(cls, params: BoneParams, context: Context) -> None:
+        for bone in params.bones:
+            if not all(0 <= k < context.num_keypoints * context.num_views for k in bone):
+                raise ParamError("bones", f"{list(bone)} names a keypoint outside the "
+                                          f"{context.num_views * context.num_keypoints}")
 
-    def forward(self, *, keypoints_pred: torch.Tensor, stage=None, **kwargs: Any):
+    def __init__(self, params: BoneParams, context: Context) -> None:
+        super().__init__(params, context)
+        self.register_buffer("bones", torch.as_tensor(params.bones, dtype=torch.long))
+
+    def forward(self, *, keypoints_pred: torch.Tensor, stage=None):
         points = keypoints_pred.reshape(keypoints_pred.shape[0], -1, 2)
         lengths = (points[:, self.bones[:, 0]] - points[:, self.bones[:, 1]]).norm(dim=-1)
         scalar = self.reduce_loss(lengths.var(dim=0))
@@ -35,7 +40,7 @@ class BoneLengthLoss(Loss):
 class NeedsMagicLoss(Loss):
     loss_name = "needs_magic"
 
-    def forward(self, *, magic_input, stage=None, **kwargs):  # pragma: no cover - never run
+    def forward(self, *, magic_input, stage=None):  # pragma: no cover - never run
         raise AssertionError
 
 
@@ -51,10 +56,25 @@ class LazyPlugin:
         registry.add(f"{__name__}:BoneLengthLoss", name="lazy_bone")
 
 
+class LazyTypoPlugin:
+    @hookimpl
+    def mvcore_register_losses(self, registry):
+        registry.add("fake_plugins_typo:BoneLengthLoss", name="typo_bone")
+
+
 class CopycatPlugin:
     @hookimpl
     def mvcore_register_losses(self, registry):
         registry.add(BoneLengthLoss)  # same name as AcmePlugin
+
+
+class RaisingPlugin:
+    """Registers one name, then its hook raises."""
+
+    @hookimpl
+    def mvcore_register_losses(self, registry):
+        registry.add(f"{__name__}:BoneLengthLoss", name="raising_bone")
+        raise RuntimeError("needs a licence server")
 
 
 class TypoPlugin:
@@ -75,41 +95,23 @@ class NotALossPlugin:
         registry.add(dict, name="not_a_loss")
 
 
-class TinyBackbone:
-    """Placeholder so the name exists before mvcore.models is imported (see below)."""
+class TinyConvBackbone(Backbone):
+    """A few convolutions: images (B, V, 3, H, W) -> heatmaps (B, V, K, H/4, W/4)."""
 
+    name = "tiny_conv"
 
-def _make_tiny_backbone():
-    from torch import nn
+    def __init__(self, params, context):
+        super().__init__(params, context)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(8, self.num_keypoints, 3, stride=2, padding=1),
+        )
 
-    from mvcore.models.base import Backbone
-
-    class TinyConvBackbone(Backbone):
-        """A few convolutions: images (B, V, 3, H, W) -> heatmaps (B, V, K, H/4, W/4)."""
-
-        name = "tiny_conv"
-
-        def __init__(self, config, params, num_views, num_keypoints):
-            super().__init__(config, params, num_views, num_keypoints)
-            self.features = nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(8, num_keypoints, 3, stride=2, padding=1),
-            )
-
-        def forward(self, images):
-            b, v = images.shape[:2]
-            maps = self.features(images.flatten(0, 1))
-            h, w = maps.shape[-2:]
-            maps = torch.softmax(maps.flatten(-2), -1).reshape(b, v, self.num_keypoints, h, w)
-            return maps
-
-        def param_groups(self):
-            return {"backbone": [], "head": list(self.parameters())}
-
-    return TinyConvBackbone
-
-
-TinyConvBackbone = _make_tiny_backbone()
+    def forward(self, images):
+        b, v = images.shape[:2]
+        maps = self.features(images.flatten(0, 1))
+        h, w = maps.shape[-2:]
+        return torch.softmax(maps.flatten(-2), -1).reshape(b, v, self.num_keypoints, h, w)
 
 
 class TinyBackbonePlugin:

@@ -28,11 +28,9 @@ def _train_ddp(workdir: Path) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from mvcore.config.load import load_config
-    from mvcore.data.datamodule import MultiviewDataModule
     from mvcore.data.project import MultiviewProject
     from mvcore.plugin.components import load_components
-    from mvcore.training.module import MultiviewPoseModule
-    from mvcore.training.run import loss_context
+    from mvcore.training.run import prepare_training
 
     torch.set_num_threads(1)
     config = load_config(workdir / "proj" / "config.yaml", overrides=[
@@ -42,11 +40,7 @@ def _train_ddp(workdir: Path) -> None:
     ])
     components = load_components()
     project = MultiviewProject.from_config(config)
-    data_module = MultiviewDataModule(config, project=project)  # batch 8 / 2 per process
-    data_module.setup()
-    pl.seed_everything(0, verbose=False)
-    module = MultiviewPoseModule(config, components, loss_context(config, project),
-                                 data_module=data_module)
+    module, data_module = prepare_training(config, components, project)  # batch 8 / 2 each
 
     class Record(pl.Callback):
         def __init__(self) -> None:

@@ -28,9 +28,9 @@ def test_unsupervised_losses_use_unlabelled_clips(tmp_path, monkeypatch):
     clips = []
     original = module_mod.MultiviewPoseModule.unlabeled_loss_inputs
 
-    def spy(self, clip):
+    def spy(self, clip, wanted=frozenset()):
         clips.append(tuple(clip["frames"].shape))
-        return original(self, clip)
+        return original(self, clip, wanted)
 
     monkeypatch.setattr(module_mod.MultiviewPoseModule, "unlabeled_loss_inputs", spy)
     model_dir = train(config, output_dir=str(tmp_path / "model"))

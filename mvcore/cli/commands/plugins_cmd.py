@@ -1,48 +1,38 @@
-"""``mvcore plugins [--json]``: installed plugins, versions, registered names, load errors."""
+"""``mvcore plugins [--json] [--check]``: installed plugins, versions, names and problems."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import warnings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("plugins", help="list installed plugins and what they register")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--check", action="store_true",
+                        help="also import every lazily registered component (slower: imports "
+                             "torch) and report those that do not import")
     parser.set_defaults(func=run)
 
 
-def collect() -> list[dict]:
-    """Plugin reports; load errors are collected, never raised (even in strict mode)."""
+def collect(check: bool = False) -> tuple[list[dict], bool]:
+    """Plugin reports and whether strict mode is on; problems are collected, never raised."""
     from mvcore.plugin.components import build_components
-    from mvcore.plugin.manager import ENV_STRICT, get_plugin_manager
+    from mvcore.plugin.manager import PluginSettings, get_plugin_manager
 
-    strict = os.environ.pop(ENV_STRICT, None)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            manager = get_plugin_manager(load_entrypoints=True)
-            errors: dict[str, str] = {}
-            try:
-                build_components(manager)
-            except Exception as exc:  # noqa: BLE001 - e.g. duplicate names: report them
-                errors["(registries)"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        if strict is not None:
-            os.environ[ENV_STRICT] = strict
-    report = [info.as_dict() for info in manager.report()]
-    for name, message in errors.items():
-        report.append({"name": name, "version": None, "module": None, "hooks": [],
-                       "registered": {}, "error": message})
-    return report
+    settings = PluginSettings.from_env()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manager = get_plugin_manager(load_entrypoints=True,
+                                     settings=dataclasses.replace(settings, strict=False))
+        build_components(manager, check=check or settings.strict)
+    return [info.as_dict() for info in manager.report()], settings.strict
 
 
 def run(args: argparse.Namespace) -> int:
-    from mvcore.plugin.manager import strict_mode
-
-    report = collect()
+    report, strict = collect(check=args.check)
     if args.json:
         print(json.dumps({"plugins": report}, indent=2))
     else:
@@ -54,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
             for kind, names in sorted(item["registered"].items()):
                 if names:
                     print(f"    {kind}: {', '.join(names)}")
-            if item["error"]:
-                print(f"    LOAD ERROR: {item['error']}")
-    has_errors = any(item["error"] for item in report)
-    return 1 if has_errors and strict_mode() else 0
+            for kind, names in sorted(item["disabled"].items()):
+                for name, reason in names.items():
+                    print(f"    {kind} {name}: DISABLED, {reason}")
+            for problem in item["problems"]:
+                print(f"    PROBLEM: {problem}")
+    has_problems = any(item["problems"] for item in report)
+    return 1 if has_problems and (strict or args.check) else 0

@@ -1,4 +1,7 @@
-"""Config pass 1: LP configs and the seeds' snippets load; errors name the key path."""
+"""Config pass 1: LP configs and the seeds' snippets load; errors name the key path.
+
+Lightning Pose keys that only one component reads are lifted into ``config.lightning_pose``
+here; their values are validated by the component (pass 2, ``tests/integration``)."""
 
 import textwrap
 
@@ -6,7 +9,7 @@ import pytest
 import yaml
 
 from mvcore.config import load_config
-from mvcore.config.load import apply_overrides, parse_config
+from mvcore.config.load import apply_overrides, dump_config, parse_config
 from mvcore.errors import ConfigError
 
 LP_MULTIVIEW = textwrap.dedent("""
@@ -85,11 +88,24 @@ def test_lightning_pose_multiview_config_loads_unchanged(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(LP_MULTIVIEW)
     config = load_config(path)
-    assert config.training.patch_mask.final_ratio == 0.5
+    assert config.lightning_pose == {
+        "data.mirrored_column_matches": None,
+        "data.columns_for_singleview_pca": None,
+        "model.backbone": "vits_dino",
+        "training.patch_mask": {"init_epoch": 40, "final_epoch": 300, "init_ratio": 0.0,
+                                "final_ratio": 0.5},
+    }
+    assert not hasattr(config.training, "patch_mask")  # the core schema does not carry it
     assert config.callbacks.anneal_weight.freeze_until_epoch == 60
     assert config.eval.test_videos_directory == "/replace/with/your/path"  # interpolated
     assert config.losses["supervised_reprojection_heatmap_mse"] == {"log_weight": 3.0}
     assert config.config_dir == str(tmp_path)
+    dumped = dump_config(config)  # saved with a run: Lightning Pose's shape again
+    assert dumped["training"]["patch_mask"]["final_ratio"] == 0.5
+    assert dumped["model"]["backbone"] == "vits_dino"
+    again = parse_config(dumped)
+    assert again.lightning_pose == config.lightning_pose
+    assert dump_config(again) == dumped
 
 
 @pytest.mark.parametrize("snippet", [
@@ -113,17 +129,20 @@ def test_seed_snippets_are_valid_verbatim(snippet):
 
 def test_unknown_key_names_path_and_nearest_key():
     with pytest.raises(ConfigError) as info:
-        parse_config({"training": {"patch_mask": {"final_ration": 0.5}}})
+        parse_config({"training": {"optimizer_params": {"learning_rat": 0.5}}})
     message = str(info.value)
-    assert "training.patch_mask.final_ration: unknown key" in message
-    assert "did you mean 'training.patch_mask.final_ratio'?" in message
+    assert "training.optimizer_params.learning_rat: unknown key" in message
+    assert "did you mean 'training.optimizer_params.learning_rate'?" in message
+    with pytest.raises(ConfigError) as info:  # Lightning Pose keys count as known keys
+        parse_config({"training": {"patch_msk": {"final_ratio": 0.5}}})
+    assert "did you mean 'training.patch_mask'?" in str(info.value)
 
 
 def test_bad_value_names_path_value_and_rule():
     with pytest.raises(ConfigError) as info:
-        parse_config({"training": {"patch_mask": {"final_ratio": 1.5}}})
-    assert "training.patch_mask.final_ratio" in str(info.value)
-    assert "[0, 1)" in str(info.value) and "1.5" in str(info.value)
+        parse_config({"data": {"image_resize_dims": {"height": 100}}})
+    assert "data.image_resize_dims.height" in str(info.value)
+    assert "multiple of 16" in str(info.value) and "100" in str(info.value)
     with pytest.raises(ConfigError, match="data.downsample_factor"):
         parse_config({"data": {"downsample_factor": 4}})
 

@@ -11,14 +11,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mvcore.config.schema import MvConfig
+from mvcore.contracts import LabeledBatch
 from mvcore.data.bbox import frame_to_model
 from mvcore.data.csv_io import write_keypoints_csv
-from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD, MultiviewDataset
+from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD, MultiviewDataset, collate_items
 from mvcore.data.heatmaps import heatmap_to_keypoints
 from mvcore.data.project import MultiviewProject
 from mvcore.data.triangulate import triangulate_project
 from mvcore.errors import DataError
-from mvcore.geometry import CameraGroup, project_points, save_calibration
+from mvcore.geometry import CameraGroup, CameraTensors, project_points, save_calibration
 
 MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 M4C_VIEWS = ["back", "mid", "side", "top"]
@@ -29,9 +30,8 @@ IMAGE_HW = (96, 128)
 MODEL_HW = (32, 48)
 BLOB_SIGMA = 2.0
 ITEM_KEYS = {
-    "images", "keypoints", "visibility", "heatmaps", "keypoints_frame", "bbox", "intrinsics",
-    "extrinsics", "distortions", "has_calibration", "keypoints_3d", "transforms", "index",
-    "aug_skipped",
+    "images", "keypoints", "visibility", "heatmaps", "keypoints_frame", "bbox", "cameras",
+    "has_calibration", "keypoints_3d", "transforms", "index", "aug_stats",
 }  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def test_item_keys_shapes_and_dtypes(tmp_path):
     dataset = MultiviewDataset(project, config, [2, 0])
     assert len(dataset) == 2
     item = dataset[0]
-    assert set(item) == ITEM_KEYS
+    assert set(item) == ITEM_KEYS == set(LabeledBatch.__annotations__)
     v, k, (h, w) = 3, 4, MODEL_HW
     expected = {
         "images": ((v, 3, h, w), torch.float32),
@@ -122,20 +122,33 @@ def test_item_keys_shapes_and_dtypes(tmp_path):
         "heatmaps": ((v, k, h // 2, w // 2), torch.float32),
         "keypoints_frame": ((v, k, 2), torch.float64),
         "bbox": ((v, 4), torch.float64),
-        "intrinsics": ((v, 3, 3), torch.float32),
-        "extrinsics": ((v, 3, 4), torch.float32),
-        "distortions": ((v, 5), torch.float32),
         "has_calibration": ((), torch.bool),
         "keypoints_3d": ((k, 3), torch.float32),
         "transforms": ((v, 3, 3), torch.float32),
     }
     for key, (shape, dtype) in expected.items():
         assert tuple(item[key].shape) == shape and item[key].dtype == dtype, key
-    assert item["index"] == 2 and item["aug_skipped"] == 0
+    cams = item["cameras"]
+    assert isinstance(cams, CameraTensors) and cams.intrinsics.dtype == torch.float32
+    assert (cams.intrinsics.shape, cams.extrinsics.shape, cams.distortions.shape) == (
+        (v, 3, 3), (v, 3, 4), (v, 5))
+    assert item["index"] == 2 and item["aug_stats"] == {"aug_skipped": 0}
     assert torch.equal(item["transforms"], torch.eye(3).expand(3, 3, 3))
     np.testing.assert_array_equal(item["keypoints_frame"].numpy(), project.keypoints[2])
-    batch = next(iter(DataLoader(dataset, batch_size=2)))
+    batch = next(iter(DataLoader(dataset, batch_size=2, collate_fn=collate_items)))
     assert batch["images"].shape == (2, v, 3, h, w) and batch["index"].tolist() == [2, 0]
+    assert batch["cameras"].intrinsics.shape == (2, v, 3, 3)
+    assert batch["cameras"][1].extrinsics.shape == (v, 3, 4)
+    assert batch["aug_stats"]["aug_skipped"].tolist() == [0.0, 0.0]
+
+
+def test_collate_fills_counters_an_item_lacks():
+    items = [{"x": torch.zeros(2), "aug_stats": {"a_skipped": 1}},
+             {"x": torch.ones(2), "aug_stats": {"b": 2.5}}]
+    batch = collate_items(items)
+    assert batch["x"].shape == (2, 2)
+    assert {k: v.tolist() for k, v in batch["aug_stats"].items()} == {
+        "a_skipped": [1.0, 0.0], "b": [0.0, 2.5]}
 
 
 @pytest.mark.parametrize("bbox", [None, (200.0, 100.0, 192.0, 256.0)])
@@ -177,9 +190,9 @@ def test_3d_targets_and_cameras(tmp_path):
     assert bool(item["has_calibration"])
     torch.testing.assert_close(item["keypoints_3d"], torch.as_tensor(truth[3]).float())
     cams = project.calibrations[0].to_tensors()
-    torch.testing.assert_close(item["intrinsics"], cams.intrinsics)
-    torch.testing.assert_close(item["extrinsics"], cams.extrinsics)
-    torch.testing.assert_close(item["distortions"], cams.distortions)
+    torch.testing.assert_close(item["cameras"].intrinsics, cams.intrinsics)
+    torch.testing.assert_close(item["cameras"].extrinsics, cams.extrinsics)
+    torch.testing.assert_close(item["cameras"].distortions, cams.distortions)
 
 
 def test_all_nan_frame_and_view_without_labels(tmp_path):
@@ -204,9 +217,9 @@ def test_uncalibrated_rows_get_placeholder_cameras(tmp_path):
     project, config = load(tmp_path)
     item = MultiviewDataset(project, config, [0])[0]
     assert not bool(item["has_calibration"]) and torch.isnan(item["keypoints_3d"]).all()
-    assert torch.equal(item["intrinsics"], torch.eye(3).expand(3, 3, 3))
-    assert torch.equal(item["extrinsics"], torch.eye(3, 4).expand(3, 3, 4))
-    assert (item["distortions"] == 0).all()
+    assert torch.equal(item["cameras"].intrinsics, torch.eye(3).expand(3, 3, 3))
+    assert torch.equal(item["cameras"].extrinsics, torch.eye(3, 4).expand(3, 3, 4))
+    assert (item["cameras"].distortions == 0).all()
 
 
 def test_missing_or_resized_image_at_load_time(tmp_path):
@@ -249,7 +262,7 @@ def test_augmenters_run_only_in_training_with_reproducible_rngs(tmp_path):
     project, config = load(tmp_path)
     aug = RecordingAugmenter()
     plain = MultiviewDataset(project, config, [0, 1], augmenters=[aug], train=False)[0]
-    assert aug.calls == [] and plain["aug_skipped"] == 0
+    assert aug.calls == [] and plain["aug_stats"] == {"aug_skipped": 0}
 
     dataset = MultiviewDataset(project, config, [0, 1], augmenters=[aug], train=True, seed=5)
     item = dataset[0]
@@ -257,7 +270,8 @@ def test_augmenters_run_only_in_training_with_reproducible_rngs(tmp_path):
     torch.testing.assert_close(item["keypoints"], plain["keypoints"] + shift)
     assert torch.equal(item["keypoints_3d"], torch.full((4, 3), shift))
     assert float(item["transforms"][1, 0, 2]) == pytest.approx(shift)
-    assert item["aug_skipped"] == 1
+    assert item["aug_stats"] == {"recording_skipped": 1, "recording_applied": 5,
+                                 "aug_skipped": 1}
     read, _ = heatmap_to_keypoints(item["heatmaps"], MODEL_HW)
     torch.testing.assert_close(read, item["keypoints"], atol=1e-3, rtol=0)
     torch.testing.assert_close(item["keypoints_frame"], plain["keypoints_frame"])
@@ -285,6 +299,7 @@ def test_workers_draw_different_augmentations_reproducibly(tmp_path):
             batch_size=1,
             num_workers=2,
             generator=torch.Generator().manual_seed(seed),
+            collate_fn=collate_items,
         )
         return [float(b["keypoints_3d"][0, 0, 0]) for epoch in range(2) for b in loader]
 

@@ -202,7 +202,7 @@ def test_config_loads(project: Path) -> None:
     assert root.resolve() == project.resolve()
     assert [(root / f).is_file() for f in data.csv_file] == [True] * len(VIEWS)
     assert (root / data.video_dir).is_dir() and (root / data.calibration_file).is_file()
-    assert config.model.backbone_pretrained is False
+    assert config.lightning_pose["model.backbone_pretrained"] is False
     assert config.training.max_epochs < min(
         config.training.lr_scheduler_params.multisteplr.milestones
     )

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mvcore.config.load import load_config
+from mvcore.contracts import ClipBatch
 from mvcore.data.datamodule import MultiviewDataModule
 from mvcore.data.example import make_example_project
 from mvcore.data.project import MultiviewProject
@@ -41,13 +42,14 @@ def test_clip_shapes_and_dtypes(loaded):
     assert item["bbox"].shape == (T, v, 4)
     whole = torch.tensor([0.0, 0.0, 128.0, 128.0], dtype=torch.float64)
     assert torch.equal(item["bbox"][0, 0], whole)
-    assert item["intrinsics"].shape == (T, v, 3, 3)
-    assert item["extrinsics"].shape == (T, v, 3, 4)
-    assert item["distortions"].shape == (T, v, 5)
+    assert set(item) == set(ClipBatch.__annotations__)
+    assert item["cameras"].intrinsics.shape == (T, v, 3, 3)
+    assert item["cameras"].extrinsics.shape == (T, v, 3, 4)
+    assert item["cameras"].distortions.shape == (T, v, 5)
     assert item["has_calibration"].dtype == torch.bool and item["has_calibration"].all()
     # the session's calibration is the labelled rows' one
     cams = project.row_cameras([0], dtype=torch.float32)
-    assert torch.allclose(item["intrinsics"][0], cams.intrinsics[0])
+    assert torch.allclose(item["cameras"].intrinsics[0], cams.intrinsics[0])
     index = item["frame_index"]
     assert index.dtype == torch.int64 and index.shape == (T,)
     assert torch.equal(index, index[0] + torch.arange(T))

@@ -3,7 +3,7 @@
 import pytest
 from fake_plugins import BoneLengthLoss, LazyPlugin, NotALossPlugin
 
-from mvcore.errors import UnknownComponentError
+from mvcore.errors import PluginError, UnknownComponentError
 from mvcore.losses.base import Loss
 from mvcore.plugin.manager import get_plugin_manager
 from mvcore.plugin.registry import Registry
@@ -36,17 +36,29 @@ def test_lazy_targets_import_on_first_use():
     assert registry.get("lazy_bone").__name__ == "BoneLengthLoss"
 
 
-def test_wrong_type_is_rejected_at_registration():
+def test_wrong_type_is_disabled_at_registration():
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(NotALossPlugin(), name="bad")
-    with pytest.raises(TypeError, match="not a subclass of mvcore.losses.base.Loss"):
-        manager.build_registry("loss", base=Loss, name_attr="loss_name")
+    with pytest.warns(RuntimeWarning, match="not a subclass of mvcore.losses.base.Loss"):
+        registry = manager.build_registry("loss", base=Loss, name_attr="loss_name")
+    with pytest.raises(PluginError, match="not a subclass of mvcore.losses.base.Loss"):
+        registry.get("not_a_loss")
 
 
-def test_lazy_target_without_name_is_an_error():
-    registry = Registry("loss", base=Loss)
-    with pytest.raises(ValueError, match="needs name"):
-        registry.scoped("x").add("pkg.mod:Cls")
+def test_bad_registrations_are_problems_of_the_plugin():
+    problems = []
+    registry = Registry("loss", base=Loss, on_problem=lambda p, m: problems.append((p, m)))
+    registry.scoped("x").add("pkg.mod:Cls")  # a lazy target needs a name
+    registry.scoped("x").add("pkg.mod", name="no_class")  # not module:Class
+    registry.scoped("x").add(BoneLengthLoss, name="has:colon")
+    assert [m for _, m in problems] == [
+        "loss 'pkg.mod:Cls' needs name=...; it is skipped",
+        "loss 'no_class' is disabled: its target 'pkg.mod' is not of the form "
+        "'package.module:ClassName'",
+        "loss 'has:colon' is not a valid name (letters, digits, '_', '-', '.'; no ':'); it is "
+        "skipped",
+    ]
+    assert registry.names() == []
 
 
 def test_listing_lazy_plugins_does_not_import_torch():

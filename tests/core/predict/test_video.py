@@ -262,8 +262,9 @@ def test_draw_markers_colours_discs_and_skips_hidden_points():
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
     """A model directory of the test backbone (untrained), with a calibration and videos."""
+    from mvcore.build import build_backbone, select_backbone
     from mvcore.config.load import parse_config
-    from mvcore.losses.base import LossContext
+    from mvcore.context import Context
     from mvcore.plugin.components import build_components
     from mvcore.plugin.manager import get_plugin_manager
     from mvcore.training.module import MultiviewPoseModule
@@ -280,16 +281,14 @@ def model_dir(tmp_path, monkeypatch):
            "model": {"model_type": "tiny_conv"},
            "training": {"imgaug": "none", "imgaug_3d": False}}
     config = parse_config(raw)
-    context = LossContext(view_names=views, keypoint_names=["a", "b", "c"], image_height=32,
-                          image_width=32, heatmap_height=8, heatmap_width=8,
-                          has_calibration=True)
-    module = MultiviewPoseModule(config, components, context, build_losses=False)
+    context = Context(view_names=views, keypoint_names=["a", "b", "c"], image_height=32,
+                      image_width=32, has_calibration=True)
+    backbone = build_backbone(select_backbone(config, components, context), context)
+    module = MultiviewPoseModule(config, backbone, context)
     out = tmp_path / "model"
     (out / "checkpoints").mkdir(parents=True)
     (out / "config.yaml").write_text(yaml.safe_dump(raw))
-    import dataclasses
-
-    (out / "context.json").write_text(json.dumps(dataclasses.asdict(context)))
+    (out / "context.json").write_text(json.dumps(context.to_json()))
     torch.save({"state_dict": module.state_dict()}, out / "checkpoints" / "best.ckpt")
     from mvcore.geometry import save_calibration
 

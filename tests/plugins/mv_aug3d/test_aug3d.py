@@ -1,5 +1,5 @@
-"""3D augmentation (mv_aug3d.aug3d.Augment3D): 3D consistency on real data, image/label agreement
-on the synthetic example project, bad input, randomness."""
+"""3D augmentation (mv_aug3d.aug3d.Augment3D): the augmenter contract, 3D consistency on real
+data, image/label agreement on the synthetic example project, bad input, randomness."""
 
 from __future__ import annotations
 
@@ -13,17 +13,41 @@ import torch
 from mv_aug3d.aug3d import Augment3D, Augment3DParams
 from mv_aug3d.fit import apply_homography
 from PIL import Image
+from pydantic import ValidationError
 
+from mvcore.context import Context
 from mvcore.data.bbox import frame_to_model, model_to_frame
 from mvcore.data.example import make_example_project
 from mvcore.errors import ConfigError
 from mvcore.geometry import CameraTensors, load_calibration, project_points, triangulate
+from mvcore.testing import check_augmenter
 
 F64 = torch.float64
 SIZE = 128  # rig image size (model = frame)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _context(sample: dict) -> Context:
+    """The context of the project ``sample`` comes from (views, keypoints, model input size)."""
+    views, keypoints = sample["keypoints"].shape[:2]
+    height, width = sample["images"].shape[-2:]
+    return Context(
+        view_names=tuple(f"view{v}" for v in range(views)),
+        keypoint_names=tuple(f"kp{k}" for k in range(keypoints)),
+        image_height=int(height),
+        image_width=int(width),
+        has_calibration=sample["cameras"] is not None,
+    )
+
+
+def augment3d(sample: dict, params: Augment3DParams | None = None) -> Augment3D:
+    """``Augment3D`` for the project of ``sample``, built as the core builds it."""
+    params = Augment3DParams() if params is None else params
+    context = _context(sample)
+    Augment3D.validate_context(params, context)
+    return Augment3D(params, context)
 
 
 def _rig(num_views: int = 3) -> CameraTensors:
@@ -119,7 +143,7 @@ def mouse4cam_samples() -> list[dict]:
 
 @pytest.mark.parametrize("fit", ["similarity", "homography"])
 def test_mouse4cam_augmented_pose_is_exact_and_labels_stay_consistent(mouse4cam_samples, fit):
-    aug = Augment3D(Augment3DParams(fit=fit))
+    aug = augment3d(mouse4cam_samples[0], Augment3DParams(fit=fit))
     before, after = [], []
     for i, sample in enumerate(mouse4cam_samples):
         out = aug(sample, np.random.default_rng(i))
@@ -232,7 +256,7 @@ def _locate(images: torch.Tensor, centres: torch.Tensor, colours: torch.Tensor) 
 
 
 def _agreement(samples: list[dict], fit: str) -> torch.Tensor:
-    aug = Augment3D(Augment3DParams(fit=fit))
+    aug = augment3d(samples[0], Augment3DParams(fit=fit))
     dists = []
     for i, sample in enumerate(samples):
         out = aug(sample, np.random.default_rng(i))
@@ -266,8 +290,8 @@ def test_warped_blobs_land_on_augmented_labels(example_samples):
 
 
 def test_transforms_map_original_labels_onto_augmented_labels(example_samples):
-    aug = Augment3D()
     sample = example_samples[1]
+    aug = augment3d(sample)
     out = aug(sample, np.random.default_rng(5))
     assert out["transforms"].shape == (4, 3, 3) and out["transforms"].dtype == torch.float32
     mapped = apply_homography(out["transforms"].double(), sample["keypoints"].double())
@@ -284,7 +308,7 @@ def test_transforms_map_original_labels_onto_augmented_labels(example_samples):
 def test_all_nan_frame_passes_through_counted():
     sample = _rig_sample()
     sample["keypoints"] = torch.full_like(sample["keypoints"], float("nan"))
-    out = Augment3D()(sample, np.random.default_rng(0))
+    out = augment3d(sample)(sample, np.random.default_rng(0))
     assert out["aug_stats"]["imgaug_3d_skipped"] == 1
     assert out["images"] is sample["images"] and out["keypoints"] is sample["keypoints"]
     assert "transforms" not in out
@@ -294,7 +318,7 @@ def test_all_nan_frame_passes_through_counted():
 def test_too_few_triangulated_keypoints_pass_through(labelled):
     sample = _rig_sample()
     sample["keypoints"][:, labelled:] = float("nan")
-    aug = Augment3D()
+    aug = augment3d(sample)
     out = aug(sample, np.random.default_rng(0))
     assert out["aug_stats"] == {"imgaug_3d_skipped": 1, "imgaug_3d_too_few_points": 1}
     assert torch.equal(out["images"], sample["images"]) and aug.last_draw is None
@@ -302,14 +326,15 @@ def test_too_few_triangulated_keypoints_pass_through(labelled):
 
 def test_uncalibrated_sample_is_a_config_error():
     sample = _rig_sample()
+    aug = augment3d(sample)
     sample["cameras"] = None
     with pytest.raises(ConfigError, match=r"training\.imgaug_3d"):
-        Augment3D()(sample, np.random.default_rng(0))
+        aug(sample, np.random.default_rng(0))
 
 
 def test_keypoints_leaving_the_image_become_nan_with_visibility_zero():
     sample = _rig_sample(num_kp=10, spread=3.0, seed=3)
-    aug = Augment3D(Augment3DParams(scale=(1.6, 1.6), shift=0.0))
+    aug = augment3d(sample, Augment3DParams(scale=(1.6, 1.6), shift=0.0))
     out = aug(sample, np.random.default_rng(0))
     points = _triangulate_model(sample["keypoints"], sample)
     expected_3d = _expected_pose(points, aug.last_draw)
@@ -330,7 +355,7 @@ def test_unlabelled_views_keep_nan_and_single_view_labels_follow_the_warp():
     sample["visibility"][1, 0] = 1
     sample["keypoints"][1:, 5] = float("nan")  # kp 5: labelled in view 0 only, no 3D point
     sample["keypoints"][0, 5] = torch.tensor([60.0, 70.0])
-    aug = Augment3D(Augment3DParams(scale=(1.0, 1.0)))
+    aug = augment3d(sample, Augment3DParams(scale=(1.0, 1.0)))
     out = aug(sample, np.random.default_rng(1))
     assert torch.isnan(out["keypoints"][1, 0]).all() and out["visibility"][1, 0] == 1
     assert torch.isfinite(out["keypoints"][[0, 2], 0]).all()
@@ -343,8 +368,8 @@ def test_transforms_compose_with_an_earlier_augmenter():
     sample = _rig_sample()
     shift = torch.eye(3).repeat(3, 1, 1)
     shift[:, 0, 2] = 2.0
-    out_plain = Augment3D()(sample, np.random.default_rng(2))
-    out = Augment3D()({**sample, "transforms": shift}, np.random.default_rng(2))
+    out_plain = augment3d(sample)(sample, np.random.default_rng(2))
+    out = augment3d(sample)({**sample, "transforms": shift}, np.random.default_rng(2))
     torch.testing.assert_close(out["transforms"], out_plain["transforms"] @ shift)
 
 
@@ -360,7 +385,7 @@ def test_failed_fit_passes_the_sample_through_counted(monkeypatch):
 
     monkeypatch.setattr(module, "fit_with_fallback", failing)
     sample = _rig_sample()
-    aug = module.Augment3D()
+    aug = module.Augment3D(Augment3DParams(), _context(sample))
     out = aug(sample, np.random.default_rng(0))
     assert out["aug_stats"] == {"imgaug_3d_skipped": 1, "imgaug_3d_fit_failed": 1}
     assert out["images"] is sample["images"] and out["keypoints"] is sample["keypoints"]
@@ -369,7 +394,7 @@ def test_failed_fit_passes_the_sample_through_counted(monkeypatch):
 
 def test_three_keypoints_fall_back_from_homography_to_affine_counted():
     sample = _rig_sample(num_kp=3)
-    aug = Augment3D()
+    aug = augment3d(sample)
     out = aug(sample, np.random.default_rng(0))
     assert aug.last_draw["models"] == ["affine"] * 3
     assert out["aug_stats"]["imgaug_3d_fallback"] == 3
@@ -380,8 +405,10 @@ def test_three_keypoints_fall_back_from_homography_to_affine_counted():
 
 def test_projection_source_equals_label_source_for_exact_labels():
     sample = _rig_sample()
-    by_labels = Augment3D(Augment3DParams(source="labels"))(sample, np.random.default_rng(4))
-    by_proj = Augment3D(Augment3DParams(source="projections"))(sample, np.random.default_rng(4))
+    by_labels = augment3d(sample, Augment3DParams(source="labels"))
+    by_proj = augment3d(sample, Augment3DParams(source="projections"))
+    by_labels = by_labels(sample, np.random.default_rng(4))
+    by_proj = by_proj(sample, np.random.default_rng(4))
     torch.testing.assert_close(by_proj["keypoints"], by_labels["keypoints"])
     torch.testing.assert_close(
         by_proj["transforms"], by_labels["transforms"], atol=1e-4, rtol=1e-4
@@ -393,7 +420,7 @@ def test_projection_source_equals_label_source_for_exact_labels():
 
 def test_same_seed_same_output_different_seed_different_output():
     sample = _rig_sample()
-    aug = Augment3D()
+    aug = augment3d(sample)
     a = aug(sample, np.random.default_rng(7))
     b = pickle.loads(pickle.dumps(aug))(sample, np.random.default_rng(7))  # picklable too
     c = aug(sample, np.random.default_rng(8))
@@ -405,9 +432,9 @@ def test_same_seed_same_output_different_seed_different_output():
 
 def test_probability_applies_to_that_fraction_of_samples():
     sample = _rig_sample()
-    never = Augment3D(Augment3DParams(p=0.0))
+    never = augment3d(sample, Augment3DParams(p=0.0))
     assert never(sample, np.random.default_rng(0)) is sample
-    half = Augment3D(Augment3DParams(p=0.5))
+    half = augment3d(sample, Augment3DParams(p=0.5))
     applied = 0
     for seed in range(200):
         out = half(sample, np.random.default_rng(seed))
@@ -416,9 +443,25 @@ def test_probability_applies_to_that_fraction_of_samples():
 
 
 def test_params_validate():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match="0 < low <= high"):
         Augment3DParams(scale=(1.2, 0.8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match="fit"):
         Augment3DParams(fit="perspective")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValidationError, match="unknown"):
         Augment3DParams(unknown=1)
+
+
+def test_params_are_required():
+    """Built as ``Augment3D(params, context)``: a plain dict is not validated params."""
+    sample = _rig_sample()
+    with pytest.raises(TypeError, match="Augment3DParams"):
+        Augment3D({"p": 0.5}, _context(sample))
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+def test_augmenter_contract_imgaug_3d():
+    """Keys, shapes, determinism per rng, pickling, and images aligned with labels."""
+    aug = check_augmenter(Augment3D)
+    assert isinstance(aug, Augment3D) and aug.params == Augment3DParams()

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from mv_aug3d.aug3d import Augment3D
 from mv_aug3d.fit import apply_homography
-from mv_aug3d.pipelines import DLCParams, DLCPipeline, NoAugmentation, imgaug_3d_enabled
+from mv_aug3d.pipelines import DLCParams, DLCPipeline, NoAugmentation
 from mv_aug3d.plugin import AUGMENTERS
 
 from mvcore.augment.base import Augmenter
+from mvcore.build import plan_run
+from mvcore.config.load import parse_config
+from mvcore.context import Context
+from mvcore.errors import ConfigError
 from mvcore.geometry import CameraTensors
 from mvcore.plugin.components import load_components
+from mvcore.testing import check_augmenter
 
 SIZE = 96
 GEOMETRY_ONLY = {
@@ -32,8 +38,21 @@ GEOMETRY_ONLY = {
 }
 
 
-def _config(imgaug_3d: bool | None) -> SimpleNamespace:
-    return SimpleNamespace(training=SimpleNamespace(imgaug_3d=imgaug_3d))
+#: a 3-view project of SIZE x SIZE images with one keypoint (the samples below)
+CONTEXT = Context(
+    view_names=("cam0", "cam1", "cam2"),
+    keypoint_names=("blob",),
+    image_height=SIZE,
+    image_width=SIZE,
+    has_calibration=True,
+)
+
+
+def dlc(imgaug_3d: bool | None = False, **params) -> DLCPipeline:
+    """``DLCPipeline`` as the core builds it; ``imgaug_3d`` as copied from the LP config."""
+    validated = DLCParams(imgaug_3d=imgaug_3d, **params)
+    DLCPipeline.validate_context(validated, CONTEXT)
+    return DLCPipeline(validated, CONTEXT)
 
 
 def _cameras(views: int) -> CameraTensors:
@@ -94,25 +113,56 @@ def test_plugin_registers_the_four_names_lazily():
 
 def test_none_is_the_identity():
     sample = _blob_sample()
-    assert NoAugmentation()(sample, np.random.default_rng(0)) is sample
+    identity = NoAugmentation(NoAugmentation.Params(), CONTEXT)
+    assert identity(sample, np.random.default_rng(0)) is sample
 
 
 # ----------------------------------------------------------------------------- dlc
 
 
 def test_imgaug_3d_setting():
-    assert imgaug_3d_enabled(_config(True)) and imgaug_3d_enabled(_config(None))
-    assert not imgaug_3d_enabled(_config(False)) and not imgaug_3d_enabled(None)
     calibrated, uncalibrated = _blob_sample(), _blob_sample(cameras=False)
-    on = DLCPipeline(config=_config(True))
-    assert not on.geometric_enabled(calibrated) and on.geometric_enabled(uncalibrated)
-    assert DLCPipeline(config=_config(False)).geometric_enabled(calibrated)
-    forced = DLCPipeline(DLCParams(geometric=False), config=_config(False))
-    assert not forced.geometric_enabled(uncalibrated)
+    for imgaug_3d in (True, None):  # null counts as true, as in Lightning Pose
+        on = dlc(imgaug_3d)
+        assert not on.geometric_enabled(calibrated) and on.geometric_enabled(uncalibrated)
+    assert dlc(False).geometric_enabled(calibrated) and dlc(False).geometric_enabled(uncalibrated)
+    assert DLCParams().imgaug_3d is False  # without a config: no 3D augmenter
+    assert DLCPipeline(DLCParams(), CONTEXT).geometric_enabled(calibrated)
+    forced_off = dlc(False, geometric=False)
+    assert not forced_off.geometric_enabled(uncalibrated)
+    forced_on = dlc(True, geometric=True)
+    assert forced_on.geometric_enabled(calibrated)
+
+
+def _planned_dlc_params(training: str) -> DLCParams:
+    """The validated ``dlc`` params a Lightning Pose config selects."""
+    config = parse_config(yaml.safe_load(
+        "data: {view_names: [a, b]}\n"
+        "model: {backbone: vit_micro_scratch}\n"
+        f"training: {{imgaug: dlc, {training}}}\n"
+    ))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = plan_run(config, load_components(refresh=True))
+    (selected,) = [s for s in plan.augmenters if s.name == "dlc"]
+    assert selected.cls is DLCPipeline
+    return selected.params
+
+
+def test_imgaug_3d_is_copied_from_the_lightning_pose_config():
+    assert _planned_dlc_params("imgaug_3d: true").imgaug_3d is True
+    assert _planned_dlc_params("imgaug_3d: null").imgaug_3d is None
+    assert _planned_dlc_params("imgaug_3d: false").imgaug_3d is False
+    params = _planned_dlc_params(
+        "imgaug_3d: false, augmentation_params: {dlc: {rotation_p: 0.9}}"
+    )
+    assert params.imgaug_3d is False and params.rotation_p == 0.9
+    with pytest.raises(ConfigError, match=r"training\.augmentation_params\.dlc\.imgaug_3d"):
+        _planned_dlc_params("imgaug_3d: false, augmentation_params: {dlc: {imgaug_3d: true}}")
 
 
 def test_dlc_with_imgaug_3d_never_moves_keypoints():
-    aug = DLCPipeline(DLCParams(rotation_p=1.0, crop_pad_p=1.0), config=_config(True))
+    aug = dlc(True, rotation_p=1.0, crop_pad_p=1.0)
     changed = 0
     for seed in range(12):
         sample = _blob_sample(seed=seed)
@@ -127,7 +177,7 @@ def test_dlc_with_imgaug_3d_never_moves_keypoints():
 
 
 def test_dlc_geometric_ops_move_keypoints_with_the_image():
-    aug = DLCPipeline(DLCParams(rotation_p=1.0, crop_pad_p=1.0, **GEOMETRY_ONLY), _config(False))
+    aug = dlc(False, rotation_p=1.0, crop_pad_p=1.0, **GEOMETRY_ONLY)
     for seed in range(6):
         sample = _blob_sample(seed=seed)
         out = aug(sample, np.random.default_rng(seed))
@@ -141,7 +191,7 @@ def test_dlc_geometric_ops_move_keypoints_with_the_image():
 
 
 def test_dlc_keypoints_pushed_out_of_the_image_become_nan_with_visibility_zero():
-    aug = DLCPipeline(DLCParams(rotation_p=1.0, crop_pad_p=0.0, **GEOMETRY_ONLY), _config(False))
+    aug = dlc(False, rotation_p=1.0, crop_pad_p=0.0, **GEOMETRY_ONLY)
     sample = _blob_sample()
     sample["keypoints"] = torch.tensor([[[1.0, 1.0]], [[48.0, 48.0]], [[94.0, 2.0]]])
     out = aug(sample, np.random.default_rng(3))
@@ -157,8 +207,8 @@ def test_dlc_shared_photometric_parameters():
     base = _blob_sample()
     base["images"] = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     base["images"] = base["images"].expand(3, 3, SIZE, SIZE).clone()  # identical views
-    shared = DLCPipeline(DLCParams(shared_across_views=True), config=_config(True))
-    independent = DLCPipeline(DLCParams(shared_across_views=False), config=_config(True))
+    shared = dlc(True, shared_across_views=True)
+    independent = dlc(True, shared_across_views=False)
     differs = 0
     for seed in range(8):
         out = shared(base, np.random.default_rng(seed))
@@ -170,7 +220,7 @@ def test_dlc_shared_photometric_parameters():
 
 
 def test_dlc_reproducible_per_seed():
-    aug = DLCPipeline(DLCParams(rotation_p=0.5, crop_pad_p=0.5), config=_config(False))
+    aug = dlc(False, rotation_p=0.5, crop_pad_p=0.5)
     sample = _blob_sample()
     a = aug(sample, np.random.default_rng(11))
     b = aug(sample, np.random.default_rng(11))
@@ -189,3 +239,25 @@ def test_coarse_masks_are_blocky_with_the_requested_density():
         m = mask[v, 0].reshape(100 // block, block, 100 // block, block)
         assert (m == m[:, :1, :, :1]).all()  # constant inside each block
     assert 0.2 < float(mask[0].float().mean()) < 0.4
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("cls", [DLCPipeline, NoAugmentation])
+def test_params_are_required(cls):
+    with pytest.raises(TypeError, match="params"):
+        cls({}, CONTEXT)
+
+
+def test_augmenter_contract_dlc_geometric():
+    """Photometric ops off (they could hide a blob), geometric ops forced on and always drawn,
+    so images and labels must move together in every view."""
+    aug = check_augmenter(
+        DLCPipeline, {**GEOMETRY_ONLY, "geometric": True, "rotation_p": 1.0, "crop_pad_p": 1.0}
+    )
+    assert aug.params.geometric is True
+
+
+def test_augmenter_contract_none():
+    check_augmenter(NoAugmentation)

@@ -1,4 +1,5 @@
-"""Shared fixtures of the mv-losses tests: a calibrated camera rig and a stand-in data module."""
+"""Shared fixtures of the mv-losses tests: a calibrated camera rig and the ``Context`` every
+loss is built with (for the PCA losses, one whose training labels are given keypoints)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,50 @@ import numpy as np
 import pytest
 import torch
 
+from mvcore import CameraTensors, Context
 from mvcore.geometry import rodrigues_to_matrix
 
 F64 = torch.float64
 
 
-class StandInDataModule:
-    """The one method the PCA losses use: training keypoints ``(n, V, K, 2)`` frame pixels."""
-
-    def __init__(self, keypoints: np.ndarray) -> None:
-        self.keypoints = np.asarray(keypoints, dtype=np.float64)
-
-    def train_keypoints_frame(self) -> np.ndarray:
-        return self.keypoints
+def make_context(
+    keypoints: np.ndarray | None = None,
+    *,
+    num_views: int | None = None,
+    num_keypoints: int | None = None,
+    view_names: list[str] | tuple[str, ...] | None = None,
+    keypoint_names: list[str] | tuple[str, ...] | None = None,
+    image_size: int = 64,
+    downsample_factor: int = 2,
+    has_calibration: bool = True,
+) -> Context:
+    """A ``Context`` whose training labels (``context.train_keypoints()``) are ``keypoints``
+    ``(n, V, K, 2)`` frame pixels (the one thing the PCA losses fit on); V and K default to
+    the labels' shape. Without ``keypoints`` the context has no labels (as for prediction)."""
+    labels = None if keypoints is None else np.asarray(keypoints, dtype=np.float64)
+    if view_names is None:
+        v = num_views if num_views is not None else (2 if labels is None else labels.shape[1])
+        view_names = [f"view{i}" for i in range(v)]
+    if keypoint_names is None:
+        k = num_keypoints if num_keypoints is not None else (
+            3 if labels is None else labels.shape[2])
+        keypoint_names = [f"kp{i}" for i in range(k)]
+    return Context(
+        view_names=tuple(view_names),
+        keypoint_names=tuple(keypoint_names),
+        image_height=image_size,
+        image_width=image_size,
+        downsample_factor=downsample_factor,
+        has_calibration=has_calibration,
+        seed=0,
+        base_dir=None,
+        labels_source=None if labels is None else (lambda: labels),
+    )
 
 
 def make_rig(
     num_views: int = 4, seed: int = 0, dtype: torch.dtype = F64, distortion: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> CameraTensors:
     """Cameras 2 m from the origin looking at it: intrinsics ``(V, 3, 3)``, extrinsics
     ``(V, 3, 4)``, distortions ``(V, 5)`` (1280x1024 px, mild radial distortion)."""
     g = torch.Generator().manual_seed(seed)
@@ -48,14 +75,26 @@ def make_rig(
     d = torch.zeros(num_views, 5, dtype=F64)
     if distortion:
         d[:, 0] = -0.1 * torch.rand(num_views, generator=g, dtype=F64)
-    return k.to(dtype), ext.to(dtype), d.to(dtype)
+    return CameraTensors(k.to(dtype), ext.to(dtype), d.to(dtype))
+
+
+def batched(cameras: CameraTensors, batch: int) -> CameraTensors:
+    """``(V, ...)`` cameras repeated for every frame of a batch: ``(B, V, ...)``."""
+    return CameraTensors(*(t.expand(batch, *t.shape).clone() for t in (
+        cameras.intrinsics, cameras.extrinsics, cameras.distortions)))
 
 
 @pytest.fixture
-def rig() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def rig() -> Callable[..., CameraTensors]:
     return make_rig
 
 
 @pytest.fixture
-def data_module() -> type[StandInDataModule]:
-    return StandInDataModule
+def batch_cameras() -> Callable[[CameraTensors, int], CameraTensors]:
+    return batched
+
+
+@pytest.fixture
+def context() -> Callable[..., Context]:
+    """``context(keypoints=None, **facts)``: see ``make_context``."""
+    return make_context

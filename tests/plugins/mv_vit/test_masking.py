@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import torch
 import yaml
-from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches, process_rank
-from mv_vit.model import MultiviewTransformer
+from mv_vit.masking import (
+    PatchMaskParams,
+    PatchMaskSchedule,
+    mask_generator,
+    mask_patches,
+    process_rank,
+)
+from mv_vit.model import MultiviewTransformer, MultiviewTransformerParams
+from pydantic import ValidationError
 
+from mvcore.build import make_context, select_backbone
 from mvcore.config.load import parse_config
-from mvcore.config.schema import PatchMaskConfig
+from mvcore.context import Context
 from mvcore.errors import ConfigError
+from mvcore.plugin.components import load_components
 
 PATCH = 16
 
 
 def schedule(**kwargs: Any) -> PatchMaskSchedule:
-    return PatchMaskSchedule.from_config(PatchMaskConfig(**kwargs))
+    return PatchMaskSchedule.from_config(PatchMaskParams(**kwargs))
+
+
+def select_from_yaml(text: str) -> Any:
+    """The backbone an LP-style config selects, checked against a project with its views."""
+    config = parse_config(yaml.safe_load(text))
+    project = SimpleNamespace(
+        view_names=list(config.data.view_names), keypoint_names=["nose", "tail"],
+        has_calibration=False,
+    )
+    context = make_context(config, project)
+    return select_backbone(config, load_components(refresh=True), context)
 
 
 def formula(step: int, init: int, final: int, r0: float, r1: float) -> float:
@@ -80,11 +101,40 @@ def test_final_ratio_zero_turns_masking_off() -> None:
     assert all(sched.ratio(step, 10) == 0.0 for step in (0, 5, 10, 100))
 
 
-def test_bad_step_keys_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="together"):
-        schedule(init_step=10).check()
-    with pytest.raises(ConfigError, match="final_step"):
-        schedule(init_step=10, final_step=5).check()
+def test_bad_step_keys_are_validation_errors() -> None:
+    with pytest.raises(ValidationError, match="together"):
+        PatchMaskParams.model_validate({"init_step": 10})
+    with pytest.raises(ValidationError, match="together"):
+        PatchMaskParams.model_validate({"final_step": 10})
+    with pytest.raises(ValidationError, match=r"final_step \(5\) must be >= init_step \(10\)"):
+        PatchMaskParams.model_validate({"init_step": 10, "final_step": 5})
+    with pytest.raises(ValidationError, match="init_step"):
+        PatchMaskParams.model_validate({"init_step": -1, "final_step": 5})
+    with pytest.raises(ValidationError, match="init_epoch"):
+        PatchMaskParams.model_validate({"init_epoch": -1})
+    PatchMaskParams.model_validate({"init_step": 10, "final_step": 10})  # a jump is fine
+
+
+def test_bad_epochs_ratios_and_keys_are_validation_errors() -> None:
+    with pytest.raises(ValidationError, match="final_epoch"):
+        PatchMaskParams.model_validate({"init_epoch": 10, "final_epoch": 5})
+    for ratio in (-0.1, 1.0):
+        with pytest.raises(ValidationError, match="final_ratio"):
+            PatchMaskParams.model_validate({"final_ratio": ratio})
+        with pytest.raises(ValidationError, match="init_ratio"):
+            PatchMaskParams.model_validate({"init_ratio": ratio})
+    with pytest.raises(ValidationError, match="final_ration"):
+        PatchMaskParams.model_validate({"final_ration": 0.5})
+
+
+def test_bad_patch_mask_in_a_config_names_the_key() -> None:
+    base = "data: {view_names: [a, b]}\nmodel: {backbone: vit_micro_scratch}\n"
+    with pytest.raises(ConfigError, match=r"training\.patch_mask.*together"):
+        select_from_yaml(base + "training: {patch_mask: {init_step: 10}}\n")
+    with pytest.raises(ConfigError, match=r"training\.patch_mask.*final_step \(5\) must be"):
+        select_from_yaml(base + "training: {patch_mask: {init_step: 10, final_step: 5}}\n")
+    with pytest.raises(ConfigError, match=r"training\.patch_mask\.final_ratio"):
+        select_from_yaml(base + "training: {patch_mask: {final_ratio: 1.5}}\n")
 
 
 # ---------------------------------------------------------------------- masks
@@ -154,16 +204,16 @@ def test_masks_are_the_same_on_cpu_and_gpu() -> None:
 
 # ---------------------------------------------------------------------- inside the model
 def make_model(final_ratio: float = 0.5, **patch_mask: Any) -> MultiviewTransformer:
-    raw = {
-        "data": {"view_names": ["a", "b"], "image_resize_dims": {"height": 64, "width": 64}},
-        "model": {"backbone": "vit_micro_scratch"},
-        "training": {
-            "patch_mask": {"init_epoch": 1, "final_epoch": 3, "final_ratio": final_ratio}
-            | patch_mask
-        },
-    }
-    config = parse_config(raw)
-    return MultiviewTransformer(config, MultiviewTransformer.validate_config(config), 2, 2)
+    params = MultiviewTransformerParams(
+        backbone="vit_micro_scratch",
+        patch_mask=PatchMaskParams(
+            **{"init_epoch": 1, "final_epoch": 3, "final_ratio": final_ratio} | patch_mask
+        ),
+    )
+    context = Context(view_names=("a", "b"), keypoint_names=("nose", "tail"),
+                      image_height=64, image_width=64)
+    MultiviewTransformer.validate_context(params, context)
+    return MultiviewTransformer(params, context)
 
 
 def _vit_inputs(model: MultiviewTransformer, x: torch.Tensor) -> torch.Tensor:
@@ -238,8 +288,11 @@ training:
         init_ratio: 0.0    # initial masking ratio
         final_ratio: 0.5   # final masking ratio
 """
-    config = parse_config(yaml.safe_load(text))
-    MultiviewTransformer.validate_config(config)
-    sched = PatchMaskSchedule.from_config(config.training.patch_mask)
+    selected = select_from_yaml(text)
+    assert selected.cls is MultiviewTransformer
+    assert selected.params.patch_mask == PatchMaskParams(
+        init_epoch=40, final_epoch=300, init_ratio=0.0, final_ratio=0.5
+    )
+    sched = PatchMaskSchedule.from_config(selected.params.patch_mask)
     assert sched.enabled and sched.steps(4) == (160, 1200)
     assert sched.ratio(680, 4) == pytest.approx(0.25)

@@ -17,9 +17,9 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from mv_aug3d.fit import MODELS, apply_homography, fit_with_fallback
-from mvcore.augment.base import Augmenter, AugmenterParams, Sample
+from mvcore import Augmenter, AugmenterParams, ConfigError, Context
+from mvcore.contracts import AugmenterSample as Sample
 from mvcore.data.bbox import frame_to_model, model_to_frame
-from mvcore.errors import ConfigError
 from mvcore.geometry import project_points, triangulate
 
 __all__ = ["Augment3D", "Augment3DParams", "warp_views"]
@@ -144,8 +144,8 @@ class Augment3D(Augmenter):
     Params: ClassVar[type[AugmenterParams]] = Augment3DParams
     requires_calibration: ClassVar[bool] = True
 
-    def __init__(self, params: AugmenterParams | None = None, config: Any = None) -> None:
-        super().__init__(params, config)
+    def __init__(self, params: Augment3DParams, context: Context) -> None:
+        super().__init__(params, context)
         self.last_draw: dict[str, Any] | None = None
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

@@ -21,17 +21,23 @@ from torch import Tensor
 
 from mv_aug3d.aug3d import warp_views
 from mv_aug3d.fit import apply_homography
-from mvcore.augment.base import Augmenter, AugmenterParams, Sample
+from mvcore import Augmenter, AugmenterParams
+from mvcore.contracts import AugmenterSample as Sample
 
-__all__ = ["DLCParams", "DLCPipeline", "NoAugmentation", "imgaug_3d_enabled"]
+__all__ = ["DLCParams", "DLCPipeline", "NoAugmentation"]
 
 
 class DLCParams(AugmenterParams):
     """``training.augmentation_params.dlc``; probabilities are per view (per sample if shared)."""
 
+    lightning_pose_keys: ClassVar[dict[str, str]] = {"training.imgaug_3d": "imgaug_3d"}
+
+    #: whether the 3D augmenter runs after this pipeline (Lightning Pose's ``training.imgaug_3d``,
+    #: copied from there; null counts as true there)
+    imgaug_3d: bool | None = False
     #: photometric ops draw one set of parameters for all views of a sample
     shared_across_views: bool = False
-    #: per-view geometric ops; None = automatic: on only when ``training.imgaug_3d`` is false or
+    #: per-view geometric ops; None = automatic: on only when ``imgaug_3d`` is false or
     #: the sample has no cameras (independent per-view warps break multi-view consistency)
     geometric: bool | None = None
     rotation_p: float = Field(0.4, ge=0.0, le=1.0)
@@ -57,15 +63,6 @@ class DLCParams(AugmenterParams):
     equalize_p: float = Field(0.1, ge=0.0, le=1.0)
     clahe_p: float = Field(0.1, ge=0.0, le=1.0)
     emboss_p: float = Field(0.1, ge=0.0, le=1.0)
-
-
-def imgaug_3d_enabled(config: Any) -> bool:
-    """Whether the config turns 3D augmentation on (``training.imgaug_3d``; None counts as on,
-    as in Lightning Pose; no config counts as off)."""
-    training = getattr(config, "training", None)
-    if training is None:
-        return False
-    return getattr(training, "imgaug_3d", False) is not False
 
 
 class NoAugmentation(Augmenter):
@@ -152,7 +149,7 @@ class DLCPipeline(Augmenter):
         params: DLCParams = self.params  # type: ignore[assignment]
         if params.geometric is not None:
             return params.geometric
-        return not imgaug_3d_enabled(self.config) or sample.get("cameras") is None
+        return params.imgaug_3d is False or sample.get("cameras") is None
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         images: Tensor = sample["images"]

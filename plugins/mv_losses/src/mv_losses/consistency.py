@@ -10,14 +10,13 @@ unlabelled video (the public implementation has no unsupervised loss for multi-v
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 
+from mv_losses.checks import check_epsilon_length
 from mv_losses.outliers import drop_outliers
+from mvcore import CameraTensors, Context, LogList, Loss, LossParams, Stage
 from mvcore.geometry import reprojection_error, triangulate
-from mvcore.losses.base import LogList, Loss, LossParams, Stage
 
 
 class MultiviewReprojectionParams(LossParams):
@@ -37,9 +36,8 @@ class MultiviewReprojectionParams(LossParams):
 class MultiviewReprojectionLoss(Loss):
     """Epsilon-insensitive reprojection error of confidence-weighted triangulations.
 
-    Inputs: ``keypoints_pred (B, 2N)`` frame pixels (N = V * K, view-major),
-    ``intrinsics (B, V, 3, 3)``, ``extrinsics (B, V, 3, 4)``, ``distortions (B, V, 5)`` (or
-    unbatched ``(V, ...)``), optional ``confidences (B, N)`` and optional
+    Inputs: ``keypoints_pred (B, 2N)`` frame pixels (N = V * K, view-major), ``cameras``
+    ``(B, V, ...)`` (or unbatched ``(V, ...)``), optional ``confidences (B, N)`` and optional
     ``has_calibration (B,)`` (frames of uncalibrated sessions carry placeholder cameras and
     are left out). Per ``(b, k)``: the views with
     confidence >= ``prob_threshold`` and finite predictions are triangulated with the
@@ -53,19 +51,12 @@ class MultiviewReprojectionLoss(Loss):
 
     loss_name = "multiview_reprojection"
     Params = MultiviewReprojectionParams
-    supervised = False
+    params: MultiviewReprojectionParams
 
-    def __init__(
-        self,
-        log_weight: float = 6.0,
-        epsilon: float | list[float] | None = 5.0,
-        prob_threshold: float = 0.0,
-        max_error: float | None = 100.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
-        self.register_buffer("prob_threshold", torch.tensor(float(prob_threshold)))
-        self.max_error = max_error
+    @classmethod
+    def validate_context(cls, params: MultiviewReprojectionParams, context: Context) -> None:
+        check_epsilon_length(params, context)
+    supervised = False
 
     def remove_nans(
         self,
@@ -85,44 +76,36 @@ class MultiviewReprojectionLoss(Loss):
             weights = usable.to(points.dtype)
         else:
             conf = confidences.detach().reshape(usable.shape).to(points.dtype)
-            usable = usable & (conf >= self.prob_threshold.to(conf.dtype)) & (conf > 0)
+            usable = usable & (conf >= self.params.prob_threshold) & (conf > 0)
             weights = torch.where(usable, conf, 0.0)
         points = torch.where(usable[..., None], points, float("nan"))
         return points, weights
 
     def compute_loss(
-        self,
-        points: torch.Tensor,
-        weights: torch.Tensor,
-        intrinsics: torch.Tensor,
-        extrinsics: torch.Tensor,
-        distortions: torch.Tensor | None,
+        self, points: torch.Tensor, weights: torch.Tensor, cameras: CameraTensors
     ) -> torch.Tensor:
         """Pixel reprojection errors ``(B, V, K)``; NaN where a view or the 3D point is missing."""
-        cams = [None if t is None else t.to(points.dtype) for t in (intrinsics, extrinsics)]
-        cams.append(None if distortions is None else distortions.to(points.dtype))
-        points_3d = triangulate(points, *cams, weights=weights)  # (B, K, 3)
-        return reprojection_error(points_3d, points, *cams)
+        cams = cameras.to(dtype=points.dtype)
+        args = (cams.intrinsics, cams.extrinsics, cams.distortions)
+        points_3d = triangulate(points, *args, weights=weights)  # (B, K, 3)
+        return reprojection_error(points_3d, points, *args)
 
-    def __call__(
+    def forward(
         self,
+        *,
         keypoints_pred: torch.Tensor,
-        intrinsics: torch.Tensor,
-        extrinsics: torch.Tensor,
-        distortions: torch.Tensor | None = None,
+        cameras: CameraTensors,
         confidences: torch.Tensor | None = None,
         has_calibration: torch.Tensor | None = None,
         stage: Stage | None = None,
-        **kwargs: Any,
     ) -> tuple[torch.Tensor, LogList]:
-        num_views = intrinsics.shape[-3]
         batch = keypoints_pred.shape[0]
-        points = keypoints_pred.reshape(batch, num_views, -1, 2)
+        points = keypoints_pred.reshape(batch, cameras.num_views, -1, 2)
         points, weights = self.remove_nans(points, confidences, has_calibration)
-        errors = self.compute_loss(points, weights, intrinsics, extrinsics, distortions)
+        errors = self.compute_loss(points, weights, cameras)
         valid = torch.isfinite(errors)
         errors = torch.where(valid, errors, 0.0)
-        valid, logs = drop_outliers(errors, valid, self.max_error,
+        valid, logs = drop_outliers(errors, valid, self.params.max_error,
                                     f"{stage}_{self.loss_name}_outlier_fraction")
         scalar = self.reduce_loss(self.rectify_epsilon(errors)[valid], method="mean")
         return self.weight * scalar, self.log_loss(scalar, stage) + logs

@@ -6,16 +6,24 @@ one value per remaining keypoint map is averaged, and the loss is never annealed
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from kornia.losses import js_div_loss_2d, kl_div_loss_2d
+from pydantic import field_validator
 
-from mvcore.losses.base import LogList, Loss, LossParams, Stage
+from mvcore import LogList, Loss, LossParams, Stage
 
 
 class HeatmapLossParams(LossParams):
     log_weight: float | None = 0.0
+    #: a heatmap loss is not epsilon-insensitive: only null or 0 are accepted
+    epsilon: float | None = None
+
+    @field_validator("epsilon")
+    @classmethod
+    def _no_epsilon(cls, value: float | None) -> float | None:
+        if value not in (None, 0.0):
+            raise ValueError("heatmap losses have no epsilon (use null or 0)")
+        return value
 
 
 class HeatmapLoss(Loss):
@@ -24,10 +32,6 @@ class HeatmapLoss(Loss):
 
     Params = HeatmapLossParams
     annealed = False
-
-    def __init__(self, log_weight: float = 0.0, **kwargs: Any) -> None:
-        kwargs.pop("epsilon", None)  # heatmap losses are not epsilon-insensitive
-        super().__init__(log_weight=log_weight, epsilon=0.0, **kwargs)
 
     def remove_nans(
         self, targets: torch.Tensor, predictions: torch.Tensor
@@ -39,12 +43,9 @@ class HeatmapLoss(Loss):
         valid = torch.isfinite(flat_targets).all(dim=1) & (flat_targets.abs().sum(dim=1) > 0)
         return targets.reshape(-1, h, w)[valid], predictions.reshape(-1, h, w)[valid]
 
-    def __call__(
-        self,
-        heatmaps_targ: torch.Tensor,
-        heatmaps_pred: torch.Tensor,
+    def forward(
+        self, *, heatmaps_targ: torch.Tensor, heatmaps_pred: torch.Tensor,
         stage: Stage | None = None,
-        **kwargs: Any,
     ) -> tuple[torch.Tensor, LogList]:
         targets, predictions = self.remove_nans(heatmaps_targ, heatmaps_pred)
         elementwise = self.compute_loss(targets, predictions)

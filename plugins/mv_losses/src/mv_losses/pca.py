@@ -11,7 +11,7 @@ through its own projection, so pooling views would spend components on the diffe
 between cameras); the V fits run as one batched computation and each has its own number of
 components and its own empirical epsilon. With V = 1 it is Lightning Pose's singleview PCA.
 
-Both losses are fitted at construction on ``data_module.train_keypoints_frame()``
+Both losses are fitted at construction on ``context.train_keypoints()``
 ``(n_train, V, K, 2)`` in FRAME pixels, the space of ``keypoints_pred`` (Lightning Pose fits on
 resized model-input pixels, bug B4). The loss per 2D point is the L2 norm of
 ``x - x_hat`` (``x_hat`` the projection onto the kept components), minus epsilon, rectified,
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import warnings
 from numbers import Integral, Real
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, StrictFloat, StrictInt
 from torch import nn
 
-from mvcore.losses.base import LogList, Loss, LossParams, Stage
+from mvcore import ConfigError, Context, LogList, Loss, LossParams, ParamError, Stage
 
 PCAMode = Literal["singleview", "multiview"]
 #: degrees of freedom of a 3D point: the rank of the multiview subspace under affine cameras
@@ -324,89 +324,99 @@ class KeypointPCA(nn.Module):
 
 
 class PCAParams(LossParams):
+    """What both PCA losses take (``losses.pca_singleview`` / ``losses.pca_multiview``)."""
+
     components_to_keep: StrictInt | StrictFloat = 0.95
     empirical_epsilon_percentile: float = Field(99.0, ge=0.0, le=100.0)
     #: fixed epsilon in pixels; None = empirical (percentile of training errors x multiplier)
     epsilon: float | None = None
     empirical_epsilon_multiplier: float = Field(1.0, ge=0.0)
-    #: None -> LossContext.mirrored_column_matches -> every keypoint in every view
-    mirrored_column_matches: list[int] | list[list[int]] | None = None
-    #: per-view keypoint indices; None -> LossContext.columns_for_singleview_pca -> all
+
+
+class PCASingleviewParams(PCAParams):
+    """``losses.pca_singleview``; the column list may also be given where Lightning Pose reads
+    it, ``data.columns_for_singleview_pca``."""
+
+    lightning_pose_keys: ClassVar[dict[str, str]] = {
+        "data.columns_for_singleview_pca": "columns_for_singleview_pca"}
+
+    #: per-view keypoint indices to use; None = all
     columns_for_singleview_pca: list[int] | None = None
+    #: centre each pose per frame and view before the PCA
     centering_method: Literal["mean", "median"] | None = None
 
 
 class PCAMultiviewParams(PCAParams):
+    """``losses.pca_multiview``: 3 components (a 3D point's degrees of freedom) by default; the
+    matches may also be given where Lightning Pose reads them, ``data.mirrored_column_matches``.
+    """
+
+    lightning_pose_keys: ClassVar[dict[str, str]] = {
+        "data.mirrored_column_matches": "mirrored_column_matches"}
+
     components_to_keep: StrictInt | StrictFloat = MULTIVIEW_COMPONENTS
+    #: one list of keypoint indices per view, or one list for every view; None = every
+    #: keypoint matched with itself in every view
+    mirrored_column_matches: list[int] | list[list[int]] | None = None
 
 
 class PCALoss(Loss):
     """Epsilon-insensitive PCA reprojection error of ``keypoints_pred (B, 2N)`` (frame pixels).
 
-    Constructor as Lightning Pose's ``PCALoss`` (see the module docstring for the layouts).
-    Epsilon: ``epsilon`` if given, else the ``empirical_epsilon_percentile`` of the training
-    errors (per 2D point, NaN ignored) times ``empirical_epsilon_multiplier``; one value per
-    group (per view for singleview). Missing (NaN) predicted points are left out of the mean;
-    the rest of their row is projected by least squares on its present points (see
+    Built as every loss, ``Loss(params, context)``; the PCA is fitted on
+    ``context.train_keypoints()`` (see the module docstring for the layouts). Epsilon:
+    ``epsilon`` if given, else the ``empirical_epsilon_percentile`` of the training errors (per
+    2D point, NaN ignored) times ``empirical_epsilon_multiplier``; one value per group (per view
+    for singleview). Missing (NaN) predicted points are left out of the mean; the rest of their
+    row is projected by least squares on its present points (see
     ``KeypointPCA.reprojection_error``), as are training rows with missing labels.
-    Unsupervised and annealed.
+    Unsupervised and annealed. Subclasses set ``mode`` and build the layout from their params.
     """
 
-    LOSS_NAME_MULTIVIEW = "pca_multiview"
-    LOSS_NAME_SINGLEVIEW = "pca_singleview"
     Params = PCAParams
+    params: PCAParams
     supervised = False
+    mode: ClassVar[PCAMode] = "singleview"
+    #: the parameter that chooses which keypoints enter the PCA (named in errors)
+    layout_field: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        loss_name: Literal["pca_singleview", "pca_multiview"],
-        components_to_keep: int | float = 0.95,
-        empirical_epsilon_percentile: float = 99.0,
-        epsilon: float | None = None,
-        empirical_epsilon_multiplier: float = 1.0,
-        mirrored_column_matches: list[int] | list[list[int]] | None = None,
-        columns_for_singleview_pca: list[int] | None = None,
-        data_module: Any = None,
-        log_weight: float = 0.0,
-        device: str | torch.device | None = None,
-        centering_method: Literal["mean", "median"] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        names = (self.LOSS_NAME_SINGLEVIEW, self.LOSS_NAME_MULTIVIEW)
-        if loss_name not in names:
-            raise ValueError(f"loss_name must be one of {names}, got {loss_name!r}")
-        super().__init__(log_weight=log_weight, epsilon=0.0, loss_name=loss_name, **kwargs)
-        if data_module is None or not hasattr(data_module, "train_keypoints_frame"):
-            raise ValueError(
-                f"{loss_name} is fitted on the training labels: it needs a data_module with "
-                "train_keypoints_frame()"
-            )
-        train = np.asarray(data_module.train_keypoints_frame(), dtype=np.float64)
-        if train.ndim != 4 or train.shape[-1] != 2:
-            raise ValueError(
-                f"train_keypoints_frame() must return (n, V, K, 2), got {train.shape}"
-            )
-        num_views, num_keypoints = train.shape[1:3]
-        if self.context.num_views and self.context.num_views != num_views:
-            raise ValueError(
-                f"the data module has {num_views} views but the project has "
-                f"{self.context.num_views}"
-            )
-        mode: PCAMode = "multiview" if loss_name == self.LOSS_NAME_MULTIVIEW else "singleview"
-        if mirrored_column_matches is None:
-            mirrored_column_matches = self.context.mirrored_column_matches
-        if columns_for_singleview_pca is None:
-            columns_for_singleview_pca = self.context.columns_for_singleview_pca
-        self.pca = KeypointPCA(
-            mode,
-            num_views,
-            num_keypoints,
-            components_to_keep=components_to_keep,
-            mirrored_column_matches=mirrored_column_matches,
-            columns_for_singleview_pca=columns_for_singleview_pca,
-            centering_method=centering_method,
-        ).fit(train)
-        if mode == "multiview" and (self.pca.n_components != MULTIVIEW_COMPONENTS).any():
+    @classmethod
+    def _layout_options(cls, params: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def _layout(cls, params: PCAParams, context: Context) -> KeypointPCA:
+        """The (unfitted) PCA layout; raises ParamError naming the parameter that is wrong."""
+        try:
+            return KeypointPCA(cls.mode, context.num_views, context.num_keypoints,
+                               components_to_keep=params.components_to_keep,
+                               **cls._layout_options(params))
+        except ValueError as exc:
+            raise ParamError(cls.layout_field, str(exc)) from None
+
+    @classmethod
+    def validate_context(cls, params: PCAParams, context: Context) -> None:
+        """Indices inside the project's views and keypoints; an int ``components_to_keep`` no
+        larger than the PCA's dimensions."""
+        layout = cls._layout(params, context)
+        dims = (2 * layout.matches.shape[0] if cls.mode == "multiview"
+                else 2 * layout.columns.numel())
+        keep = params.components_to_keep
+        if isinstance(keep, int) and not 1 <= keep <= dims:
+            raise ParamError("components_to_keep",
+                             f"{keep} must be between 1 and the {dims} PCA dimensions")
+
+    def __init__(self, params: PCAParams, context: Context) -> None:
+        super().__init__(params, context)
+        train = context.train_keypoints()
+        self.pca = self._layout(params, context)
+        try:
+            self.pca.fit(train)
+        except ValueError as exc:
+            if "components_to_keep" in str(exc):
+                raise ParamError("components_to_keep", str(exc)) from None
+            raise ConfigError(f"{self.loss_name}: {exc}") from None
+        if self.mode == "multiview" and (self.pca.n_components != MULTIVIEW_COMPONENTS).any():
             warnings.warn(
                 f"pca_multiview keeps {self.pca.n_components.tolist()} components; a 3D point "
                 f"seen by several cameras has {MULTIVIEW_COMPONENTS} degrees of freedom, so "
@@ -417,22 +427,21 @@ class PCALoss(Loss):
         dims = self.pca.observed.sum(-1)
         if (self.pca.n_components >= dims).any():
             warnings.warn(
-                f"{loss_name} keeps every PCA dimension of some group "
+                f"{self.loss_name} keeps every PCA dimension of some group "
                 f"({self.pca.n_components.tolist()} of {dims.tolist()}); the loss is then zero",
                 UserWarning,
                 stacklevel=2,
             )
-        if epsilon is None:
+        if params.epsilon is None:
             errors, valid = self.pca.reprojection_error(self.pca.format(torch.as_tensor(train)))
             errors = torch.where(valid, errors, torch.full_like(errors, float("nan")))
             per_group = errors.transpose(0, 1).reshape(self.pca.num_groups, -1)
-            eps = torch.nanquantile(per_group, empirical_epsilon_percentile / 100.0, dim=-1)
-            eps = torch.nan_to_num(eps, nan=0.0) * empirical_epsilon_multiplier
+            quantile = params.empirical_epsilon_percentile / 100.0
+            eps = torch.nanquantile(per_group, quantile, dim=-1)
+            eps = torch.nan_to_num(eps, nan=0.0) * params.empirical_epsilon_multiplier
         else:
-            eps = torch.full((self.pca.num_groups,), float(epsilon), dtype=torch.float64)
+            eps = torch.full((self.pca.num_groups,), float(params.epsilon), dtype=torch.float64)
         self.epsilon = eps.float()
-        if device is not None:
-            self.to(device)
 
     def remove_nans(self, **kwargs: Any) -> Any:
         """Missing points are handled in ``compute_loss`` (it returns a validity mask)."""
@@ -446,8 +455,8 @@ class PCALoss(Loss):
         """``relu(error - epsilon)`` with one epsilon per group (``(R, G, P)`` errors)."""
         return torch.relu(loss - self.epsilon.to(loss.dtype)[:, None])
 
-    def __call__(
-        self, keypoints_pred: torch.Tensor, stage: Stage | None = None, **kwargs: Any
+    def forward(
+        self, *, keypoints_pred: torch.Tensor, stage: Stage | None = None
     ) -> tuple[torch.Tensor, LogList]:
         errors, valid = self.compute_loss(keypoints_pred)
         scalar = self.reduce_loss(self.rectify_epsilon(errors)[valid], method="mean")
@@ -481,10 +490,15 @@ class PCASingleviewLoss(PCALoss):
     """``pca_singleview``: one PCA per view of the selected keypoints' coordinates."""
 
     loss_name = "pca_singleview"
-    Params = PCAParams
+    Params = PCASingleviewParams
+    params: PCASingleviewParams
+    mode = "singleview"
+    layout_field = "columns_for_singleview_pca"
 
-    def __init__(self, loss_name: str = "pca_singleview", **kwargs: Any) -> None:
-        super().__init__(loss_name=self.LOSS_NAME_SINGLEVIEW, **kwargs)
+    @classmethod
+    def _layout_options(cls, params: PCASingleviewParams) -> dict[str, Any]:
+        return {"columns_for_singleview_pca": params.columns_for_singleview_pca,
+                "centering_method": params.centering_method}
 
 
 class PCAMultiviewLoss(PCALoss):
@@ -493,13 +507,10 @@ class PCAMultiviewLoss(PCALoss):
 
     loss_name = "pca_multiview"
     Params = PCAMultiviewParams
+    params: PCAMultiviewParams
+    mode = "multiview"
+    layout_field = "mirrored_column_matches"
 
-    def __init__(
-        self,
-        loss_name: str = "pca_multiview",
-        components_to_keep: int | float = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            loss_name=self.LOSS_NAME_MULTIVIEW, components_to_keep=components_to_keep, **kwargs
-        )
+    @classmethod
+    def _layout_options(cls, params: PCAMultiviewParams) -> dict[str, Any]:
+        return {"mirrored_column_matches": params.mirrored_column_matches}

@@ -11,15 +11,14 @@ Both are annealed (``callbacks.anneal_weight``), as in Lightning Pose.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mv_losses.heatmap import HeatmapMSELoss
+from mv_losses.checks import check_epsilon_length
+from mv_losses.heatmap import HeatmapLossParams, HeatmapMSELoss
 from mv_losses.outliers import drop_outliers
+from mvcore import Context, LogList, Loss, LossParams, Stage
 from mvcore.data.heatmaps import render_heatmaps
-from mvcore.losses.base import LogList, Loss, LossParams, Stage
 
 
 def _safe_norm(x: torch.Tensor) -> torch.Tensor:
@@ -51,11 +50,11 @@ class PairwiseProjectionsLoss(Loss):
 
     loss_name = "supervised_pairwise_projections"
     Params = PairwiseProjectionsParams
+    params: PairwiseProjectionsParams
 
-    def __init__(self, log_weight: float = 0.5, epsilon: Any = 0.0,
-                 max_distance: float | None = None, **kwargs: Any) -> None:
-        super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
-        self.max_distance = max_distance
+    @classmethod
+    def validate_context(cls, params: PairwiseProjectionsParams, context: Context) -> None:
+        check_epsilon_length(params, context)
 
     def remove_nans(
         self, targets: torch.Tensor, predictions: torch.Tensor
@@ -74,42 +73,26 @@ class PairwiseProjectionsLoss(Loss):
         """``(B, P, K, 3)`` -> Euclidean distances ``(B, P, K)``."""
         return _safe_norm(predictions - targets)
 
-    def __call__(
-        self,
-        keypoints_targ_3d: torch.Tensor | None,
-        keypoints_pred_3d: torch.Tensor | None,
+    def forward(
+        self, *, keypoints_targ_3d: torch.Tensor, keypoints_pred_3d: torch.Tensor,
         stage: Stage | None = None,
-        **kwargs: Any,
     ) -> tuple[torch.Tensor, LogList]:
-        if keypoints_targ_3d is None or keypoints_pred_3d is None:
-            raise ValueError(
-                f"3D keypoints not available for {stage} stage: "
-                f"{self.loss_name} needs keypoints_targ_3d and keypoints_pred_3d "
-                "(a calibrated project)"
-            )
         targets, predictions, valid = self.remove_nans(keypoints_targ_3d, keypoints_pred_3d)
         distances = self.compute_loss(targets, predictions)
-        valid, logs = drop_outliers(distances, valid, self.max_distance,
+        valid, logs = drop_outliers(distances, valid, self.params.max_distance,
                                     f"{stage}_{self.loss_name}_outlier_fraction")
         elementwise = self.rectify_epsilon(distances)
         scalar = self.reduce_loss(elementwise[valid], method="mean")
         return self.weight * scalar, self.log_loss(scalar, stage) + logs
 
 
-class ReprojectionHeatmapParams(LossParams):
+class ReprojectionHeatmapParams(HeatmapLossParams):
+    """Like ``heatmap_mse``'s (no epsilon), plus the width of the rendered maps."""
+
     #: the 2026 documentation's default (3.5 is its steadier alternative)
     log_weight: float | None = 3.0
     #: Gaussian width of the rendered heatmaps, in heatmap pixels (as the targets)
     sigma: float = Field(1.25, gt=0.0)
-    #: a heatmap loss is not epsilon-insensitive: only None or 0 are accepted
-    epsilon: float | None = None
-
-    @field_validator("epsilon")
-    @classmethod
-    def _no_epsilon(cls, value: float | None) -> float | None:
-        if value not in (None, 0.0):
-            raise ValueError("supervised_reprojection_heatmap_mse has no epsilon (use null or 0)")
-        return value
 
 
 class ReprojectionHeatmapLoss(HeatmapMSELoss):
@@ -118,7 +101,7 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
 
     Inputs: ``heatmaps_targ (B, N, h, w)`` and ``keypoints_pred_2d_reprojected (B, N, 2)`` in
     model pixels. Maps are rendered with ``render_heatmaps`` (model size and heatmap size from
-    the ``LossContext``), differentiably in the keypoints. As ``heatmap_mse``: maps whose target
+    the ``Context``), differentiably in the keypoints. As ``heatmap_mse``: maps whose target
     is NaN or all zero are dropped and each map's squared error is scaled by ``h * w`` (LP
     scales 4-D input by ``N * h`` instead, its bug B1). Keypoints whose reprojection is NaN
     (triangulation failed) are dropped too: a zero map would only add a constant without
@@ -127,43 +110,22 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
 
     loss_name = "supervised_reprojection_heatmap_mse"
     Params = ReprojectionHeatmapParams
+    params: ReprojectionHeatmapParams
     annealed = True
 
-    def __init__(self, log_weight: float = 3.0, sigma: float = 1.25, **kwargs: Any) -> None:
-        super().__init__(log_weight=log_weight, **kwargs)
-        if sigma <= 0:
-            raise ValueError(f"{self.loss_name}: sigma must be > 0, got {sigma}")
-        self.sigma = float(sigma)
-        ctx = self.context
-        if ctx.image_height <= 0 or ctx.image_width <= 0:
-            raise ValueError(
-                f"{self.loss_name} needs the model input size (LossContext.image_height and "
-                "image_width) to render heatmaps"
-            )
-
-    def __call__(
-        self,
-        heatmaps_targ: torch.Tensor,
-        keypoints_pred_2d_reprojected: torch.Tensor | None,
+    def forward(
+        self, *, heatmaps_targ: torch.Tensor, keypoints_pred_2d_reprojected: torch.Tensor,
         stage: Stage | None = None,
-        **kwargs: Any,
     ) -> tuple[torch.Tensor, LogList]:
-        if keypoints_pred_2d_reprojected is None:
-            raise ValueError(
-                f"Reprojected keypoints not available for {stage} stage: {self.loss_name} "
-                "needs keypoints_pred_2d_reprojected (a calibrated project)"
-            )
         ctx = self.context
         h, w = heatmaps_targ.shape[-2:]
-        if ctx.heatmap_height and (ctx.heatmap_height, ctx.heatmap_width) != (h, w):
+        if ctx.heatmap_size != (h, w):
             raise ValueError(
                 f"{self.loss_name}: target heatmaps are {h}x{w} but the context says "
                 f"{ctx.heatmap_height}x{ctx.heatmap_width}"
             )
         keypoints = keypoints_pred_2d_reprojected.to(heatmaps_targ.dtype)
-        rendered = render_heatmaps(
-            keypoints, (ctx.image_height, ctx.image_width), (h, w), sigma=self.sigma
-        )
+        rendered = render_heatmaps(keypoints, ctx.image_size, (h, w), sigma=self.params.sigma)
         # a NaN reprojection removes the map, like a missing label
         missing = ~torch.isfinite(keypoints).all(-1)
         targets = torch.where(missing[..., None, None], 0.0, heatmaps_targ)

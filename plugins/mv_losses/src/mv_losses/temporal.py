@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from pydantic import Field
 
-from mvcore.losses.base import LogList, Loss, LossParams, Stage
+from mv_losses.checks import check_epsilon_length
+from mvcore import Context, LogList, Loss, LossParams, Stage
 
 
 def _safe_norm(x: torch.Tensor) -> torch.Tensor:
@@ -39,17 +38,12 @@ class TemporalLoss(Loss):
 
     loss_name = "temporal"
     Params = TemporalParams
+    params: TemporalParams
     supervised = False
 
-    def __init__(
-        self,
-        log_weight: float = 0.0,
-        epsilon: float | list[float] | None = 0.0,
-        prob_threshold: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(log_weight=log_weight, epsilon=epsilon, **kwargs)
-        self.register_buffer("prob_threshold", torch.tensor(float(prob_threshold)))
+    @classmethod
+    def validate_context(cls, params: TemporalParams, context: Context) -> None:
+        check_epsilon_length(params, context, per_view=True)
 
     def compute_loss(self, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 2N)`` -> per-keypoint displacement norms ``(B - 1, N)`` and their validity."""
@@ -63,14 +57,14 @@ class TemporalLoss(Loss):
         """Validity ``(B - 1, N)`` also requiring both frames' confidences >= threshold."""
         if confidences is None:
             return valid
-        confident = confidences >= self.prob_threshold.to(confidences.dtype)
+        confident = confidences >= self.params.prob_threshold
         return valid & confident[1:] & confident[:-1]
 
     def rectify_epsilon(self, loss: torch.Tensor) -> torch.Tensor:
         """``relu(loss - epsilon)``; a per-body-part epsilon (K values) is repeated per view."""
         eps = self.epsilon.to(loss.dtype)
         n = loss.shape[-1]
-        if eps.ndim == 1 and eps.numel() != n:
+        if eps.ndim == 1 and eps.numel() not in (1, n):
             ctx = self.context
             if eps.numel() != ctx.num_keypoints or n != ctx.num_views * ctx.num_keypoints:
                 raise ValueError(
@@ -80,12 +74,9 @@ class TemporalLoss(Loss):
             eps = eps.repeat(ctx.num_views)
         return torch.relu(loss - eps)
 
-    def __call__(
-        self,
-        keypoints_pred: torch.Tensor,
-        confidences: torch.Tensor | None = None,
+    def forward(
+        self, *, keypoints_pred: torch.Tensor, confidences: torch.Tensor | None = None,
         stage: Stage | None = None,
-        **kwargs: Any,
     ) -> tuple[torch.Tensor, LogList]:
         norms, valid = self.compute_loss(keypoints_pred)
         valid = self.remove_nans(valid, confidences)

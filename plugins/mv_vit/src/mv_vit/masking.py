@@ -19,8 +19,38 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mvcore.errors import ConfigError
+
+class PatchMaskParams(BaseModel):
+    """``training.patch_mask`` (Lightning Pose's place) or ``model.backbone_params.patch_mask``.
+
+    Masking starts at ``init_epoch`` (or ``init_step``) with ``init_ratio`` of the patches and
+    ramps linearly to ``final_ratio`` at ``final_epoch`` (``final_step``). ``final_ratio: 0``
+    turns masking off (Lightning Pose: an absent section means off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    init_epoch: float = Field(40, ge=0)
+    final_epoch: float = Field(300, ge=0)
+    init_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    final_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    #: step-based alternative (Lightning Pose accepts these directly); both or neither
+    init_step: int | None = Field(None, ge=0)
+    final_step: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PatchMaskParams:
+        if self.final_epoch < self.init_epoch:
+            raise ValueError(f"final_epoch ({self.final_epoch:g}) must be >= init_epoch "
+                             f"({self.init_epoch:g})")
+        if (self.init_step is None) != (self.final_step is None):
+            raise ValueError("init_step and final_step must be given together (or neither, "
+                             "to use init_epoch/final_epoch)")
+        if self.init_step is not None and self.final_step < self.init_step:
+            raise ValueError(f"final_step ({self.final_step}) must be >= init_step "
+                             f"({self.init_step})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -40,7 +70,7 @@ class PatchMaskSchedule:
 
     @classmethod
     def from_config(cls, patch_mask: Any) -> PatchMaskSchedule:
-        """Build from a ``PatchMaskConfig`` (or any object with the same attributes)."""
+        """Build from ``PatchMaskParams`` (or any object with the same attributes)."""
         return cls(
             init_epoch=float(patch_mask.init_epoch),
             final_epoch=float(patch_mask.final_epoch),
@@ -54,28 +84,6 @@ class PatchMaskSchedule:
     def enabled(self) -> bool:
         """``final_ratio: 0.0`` turns masking off (Lightning Pose: ``use_patch_masking``)."""
         return self.final_ratio > 0.0
-
-    def check(self) -> None:
-        """Raise ConfigError for step keys that cannot form a schedule."""
-        if (self.init_step is None) != (self.final_step is None):
-            raise ConfigError(
-                "training.patch_mask.init_step and training.patch_mask.final_step must be given "
-                "together (or neither, to use init_epoch/final_epoch)"
-            )
-        if self.init_step is not None and self.final_step is not None:
-            if self.init_step < 0:
-                raise ConfigError(
-                    f"training.patch_mask.init_step must be >= 0, got {self.init_step}"
-                )
-            if self.final_step < self.init_step:
-                raise ConfigError(
-                    f"training.patch_mask.final_step ({self.final_step}) must be >= init_step "
-                    f"({self.init_step})"
-                )
-        if self.init_epoch < 0:
-            raise ConfigError(
-                f"training.patch_mask.init_epoch must be >= 0, got {self.init_epoch}"
-            )
 
     def steps(self, steps_per_epoch: int) -> tuple[int, int]:
         """``(init_step, final_step)`` in optimiser steps."""

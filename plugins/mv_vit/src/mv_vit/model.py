@@ -11,17 +11,22 @@ import logging
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field, field_validator
 from torch import nn
 
 from mv_vit.head import HeatmapHead, spatial_softmax
-from mv_vit.masking import PatchMaskSchedule, mask_generator, mask_patches, process_rank
+from mv_vit.masking import (
+    PatchMaskParams,
+    PatchMaskSchedule,
+    mask_generator,
+    mask_patches,
+    process_rank,
+)
 from mv_vit.variants import VARIANTS, ViTVariant, get_variant
-from mvcore.errors import ConfigError
-from mvcore.models.base import Backbone, BackboneParams
+from mvcore import Backbone, BackboneParams, ConfigError, Context, ParamError
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +35,31 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "teacher")
 
 
 class MultiviewTransformerParams(BackboneParams):
-    """``model.backbone_params`` of ``heatmap_multiview_transformer`` (all optional).
+    """Parameters of ``heatmap_multiview_transformer`` (``model.backbone_params``).
 
-    Architecture overrides (``embed_dim``, ``depth``, ``num_heads``) are meant for from-scratch
-    models; with hub pretrained weights they must match the variant.
+    The first five may also be given where Lightning Pose reads them (``model.backbone``,
+    ``model.backbone_pretrained``, ``model.backbone_checkpoint``, ``model.head``,
+    ``training.patch_mask``). Architecture overrides (``embed_dim``, ``depth``, ``num_heads``)
+    are meant for from-scratch models; with hub pretrained weights they must match the variant.
     """
 
+    lightning_pose_keys: ClassVar[dict[str, str]] = {
+        "model.backbone": "backbone",
+        "model.backbone_pretrained": "backbone_pretrained",
+        "model.backbone_checkpoint": "backbone_checkpoint",
+        "model.head": "head",
+        "training.patch_mask": "patch_mask",
+    }
+
+    #: the ViT variant (``mv_vit.variants.VARIANTS``)
+    backbone: str = "vits_dino"
+    #: load the variant's pretrained weights from the hub (hub variants, no checkpoint given)
+    backbone_pretrained: bool = True
+    #: a local weights file (``.pth`` / ``.safetensors``) for the ViT; relative to the config
+    backbone_checkpoint: str | None = None
+    head: Literal["heatmap_cnn"] = "heatmap_cnn"
+    #: the patch-masking curriculum
+    patch_mask: PatchMaskParams = Field(default_factory=PatchMaskParams)
     embed_dim: int | None = Field(default=None, gt=0)
     depth: int | None = Field(default=None, gt=0)
     num_heads: int | None = Field(default=None, gt=0)
@@ -45,75 +69,63 @@ class MultiviewTransformerParams(BackboneParams):
     #: recompute block activations in backward: less memory, ~30% slower steps
     grad_checkpointing: bool = False
 
+    @field_validator("backbone")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        try:
+            get_variant(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("model.backbone: ")) from None
+        return value
 
-def _resolve_path(config: Any, path: str) -> tuple[Path, list[Path]]:
+
+def _resolve_path(base_dir: str | None, path: str) -> tuple[Path, list[Path]]:
     """The checkpoint path (as given / under the config's folder) and every path tried."""
     given = Path(path).expanduser()
     tried = [given]
-    if not given.is_absolute() and getattr(config, "config_dir", None):
-        tried.append(Path(config.config_dir) / given)
+    if not given.is_absolute() and base_dir:
+        tried.append(Path(base_dir) / given)
     for candidate in tried:
         if candidate.is_file():
             return candidate, tried
     return given, tried
 
 
-def _check_config(config: Any, params: MultiviewTransformerParams) -> ViTVariant:
-    """Every config check that does not need the views list; raises one ConfigError."""
-    problems: list[str] = []
-    variant: ViTVariant | None = None
-    try:
-        variant = get_variant(config.model.backbone)
-    except ConfigError as exc:
-        problems.append(str(exc))
-    dims = config.data.image_resize_dims
-    if dims.height != dims.width or dims.height % 16 or dims.height <= 0:
-        problems.append(
-            f"data.image_resize_dims: the multi-view transformer needs a square size that is a "
-            f"multiple of 16 (the ViT patch size), got height={dims.height}, width={dims.width}"
-        )
-    if config.model.head != "heatmap_cnn":
-        problems.append(
-            f"model.head: the multi-view transformer supports only 'heatmap_cnn', "
-            f"got {config.model.head!r}"
-        )
-    if variant is not None:
-        embed_dim = params.embed_dim or variant.embed_dim
-        num_heads = params.num_heads or variant.num_heads
-        if embed_dim % num_heads:
-            problems.append(
-                f"model.backbone_params: embed_dim {embed_dim} is not divisible by num_heads "
-                f"{num_heads}"
-            )
-        if embed_dim % 4:
-            problems.append(
-                f"model.backbone_params.embed_dim: must be divisible by 4 (the head's "
-                f"PixelShuffle), got {embed_dim}"
-            )
-        uses_hub = config.model.backbone_pretrained and not config.model.backbone_checkpoint
-        if not variant.is_scratch and uses_hub:
-            for key in ("embed_dim", "depth", "num_heads"):
-                value = getattr(params, key)
-                if value is not None and value != getattr(variant, key):
-                    problems.append(
-                        f"model.backbone_params.{key}: {value} differs from {variant.name}'s "
-                        f"{getattr(variant, key)}, which its pretrained weights fix; set "
-                        "model.backbone_pretrained: false or use a *_scratch backbone"
-                    )
-    if config.model.backbone_checkpoint:
-        path, tried = _resolve_path(config, config.model.backbone_checkpoint)
+def _check_params(params: MultiviewTransformerParams, context: Context) -> ViTVariant:
+    """Every check against the project and between parameters; raises ParamError (or a
+    ConfigError naming the data key when the project does not fit)."""
+    variant = get_variant(params.backbone)
+    height, width = context.image_size
+    if height != width or height % variant.patch_size or height <= 0:
+        raise ConfigError(
+            f"data.image_resize_dims: the multi-view transformer needs a square model input "
+            f"whose side is a multiple of {variant.patch_size} (the ViT patch size), got "
+            f"height={height}, width={width}")
+    if context.num_views < 2:
+        raise ConfigError(f"data.view_names: the multi-view transformer needs >= 2 views, got "
+                          f"{list(context.view_names)}")
+    embed_dim = params.embed_dim or variant.embed_dim
+    num_heads = params.num_heads or variant.num_heads
+    if embed_dim % num_heads:
+        raise ParamError("embed_dim", f"{embed_dim} is not divisible by num_heads {num_heads}")
+    if embed_dim % 4:
+        raise ParamError("embed_dim", f"must be divisible by 4 (the head's PixelShuffle), "
+                                      f"got {embed_dim}")
+    uses_hub = params.backbone_pretrained and not params.backbone_checkpoint
+    if not variant.is_scratch and uses_hub:
+        for key in ("embed_dim", "depth", "num_heads"):
+            value = getattr(params, key)
+            if value is not None and value != getattr(variant, key):
+                raise ParamError(key, (
+                    f"{value} differs from {variant.name}'s {getattr(variant, key)}, which its "
+                    "pretrained weights fix; set model.backbone_pretrained: false or use a "
+                    "*_scratch backbone"))
+    if params.backbone_checkpoint:
+        path, tried = _resolve_path(context.base_dir, params.backbone_checkpoint)
         if not path.is_file():
-            problems.append(
-                f"model.backbone_checkpoint: file not found: {config.model.backbone_checkpoint} "
-                f"(tried {', '.join(str(p) for p in tried)})"
-            )
-    try:
-        PatchMaskSchedule.from_config(config.training.patch_mask).check()
-    except ConfigError as exc:
-        problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    assert variant is not None
+            raise ParamError("backbone_checkpoint", (
+                f"file not found: {params.backbone_checkpoint} (tried "
+                f"{', '.join(str(p) for p in tried)})"))
     return variant
 
 
@@ -268,52 +280,52 @@ class MultiviewTransformer(Backbone):
     ``h = H / 2**ds``; every heatmap is a spatial softmax. Images are ImageNet-normalised,
     square, with a side that is a multiple of 16.
 
-    Variants (``model.backbone``): see ``mv_vit.variants.VARIANTS``. Hub variants load timm's
-    pretrained weights when ``model.backbone_pretrained`` (no ``model.backbone_checkpoint``);
-    ``*_scratch`` variants have no pretrained weights and ignore ``backbone_pretrained``.
-    ``model.backbone_checkpoint`` loads a local state dict into any variant.
+    Variants (``backbone``, LP ``model.backbone``): see ``mv_vit.variants.VARIANTS``. Hub
+    variants load timm's pretrained weights when ``backbone_pretrained`` (and no
+    ``backbone_checkpoint``); ``*_scratch`` variants have no pretrained weights and ignore
+    ``backbone_pretrained``. ``backbone_checkpoint`` loads a local state dict into any variant.
 
     Memory: attention is quadratic in the sequence length ``V * n`` with ``n = (H/16)**2``
     (2 views at 256x256 -> 512 tokens; 4 views at 384x384 -> 2304 tokens, ~20x the attention
     memory). ``backbone_params.grad_checkpointing`` trades compute for activation memory.
 
-    Patch masking (``training.patch_mask``) is applied inside ``forward`` in training mode, at
-    the ratio set by the last ``set_progress`` call, to every training batch.
+    Patch masking (``patch_mask``, LP ``training.patch_mask``) is applied inside ``forward``
+    in training mode, at the ratio set by the last ``set_progress`` call, to every training
+    batch.
     """
 
     name: ClassVar[str] = "heatmap_multiview_transformer"
     Params: ClassVar[type[BackboneParams]] = MultiviewTransformerParams
+    params: MultiviewTransformerParams
 
-    def __init__(
-        self,
-        config: Any,
-        params: MultiviewTransformerParams,
-        num_views: int,
-        num_keypoints: int,
-    ) -> None:
-        super().__init__(config, params, num_views, num_keypoints)
-        variant = _check_config(config, params)
-        if num_views < 2:
-            raise ConfigError(
-                f"data.view_names: the multi-view transformer needs >= 2 views, got {num_views}"
-            )
-        if num_keypoints < 1:
-            raise ConfigError(f"data.num_keypoints: must be >= 1, got {num_keypoints}")
+    @classmethod
+    def validate_context(cls, params: MultiviewTransformerParams, context: Context) -> None:
+        _check_params(params, context)
+
+    @classmethod
+    def architecture_only(cls, params: MultiviewTransformerParams) -> MultiviewTransformerParams:
+        """The same network without hub or local pretrained weights."""
+        return params.model_copy(update={"backbone_pretrained": False,
+                                         "backbone_checkpoint": None})
+
+    def __init__(self, params: MultiviewTransformerParams, context: Context) -> None:
+        super().__init__(params, context)
+        variant = _check_params(params, context)
         self.variant = variant
         self.patch_size = variant.patch_size
-        self.downsample_factor = int(config.data.downsample_factor)
-        seed = int(config.training.rng_seed_model_pt)
+        self.downsample_factor = int(context.downsample_factor)
+        seed = int(context.seed)
         checkpoint = None
-        if config.model.backbone_checkpoint:
-            checkpoint, _ = _resolve_path(config, config.model.backbone_checkpoint)
+        if params.backbone_checkpoint:
+            checkpoint, _ = _resolve_path(context.base_dir, params.backbone_checkpoint)
         # seeded, without disturbing the caller's RNG: the same config builds the same network
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.vit = build_vit(
                 variant,
                 params,
-                config.data.image_resize_dims.height,
-                bool(config.model.backbone_pretrained),
+                context.image_height,
+                bool(params.backbone_pretrained),
                 checkpoint,
             )
             # class/register tokens are dropped after position embedding, so they never reach
@@ -325,48 +337,21 @@ class MultiviewTransformer(Backbone):
             embed_dim = int(self.vit.embed_dim)
             self.head = HeatmapHead(
                 embed_dim,
-                num_keypoints,
+                self.num_keypoints,
                 self.patch_size,
                 self.downsample_factor,
                 deconv_channels=params.deconv_channels,
             )
         generator = torch.Generator().manual_seed(seed)
         self.view_embeddings = nn.Parameter(
-            torch.randn(num_views, embed_dim, generator=generator) * 0.02
+            torch.randn(self.num_views, embed_dim, generator=generator) * 0.02
         )
-        self.mask_schedule = PatchMaskSchedule.from_config(config.training.patch_mask)
+        self.mask_schedule = PatchMaskSchedule.from_config(params.patch_mask)
         self.mask_seed = seed
         #: current masking ratio (set by ``set_progress``; 0 until then)
         self.patch_mask_ratio = 0.0
         self._mask_step = -1
         self._mask_calls = 0
-
-    @classmethod
-    def validate_config(cls, config: Any) -> MultiviewTransformerParams:
-        """Check every MVT key without building the network; returns the params."""
-        from mvcore.config.load import format_validation_error
-
-        try:
-            params = MultiviewTransformerParams.model_validate(config.model.backbone_params)
-        except ValidationError as exc:
-            raise ConfigError(
-                format_validation_error(
-                    exc, MultiviewTransformerParams, prefix="model.backbone_params"
-                )
-            ) from None
-        problems = []
-        try:
-            _check_config(config, params)
-        except ConfigError as exc:
-            problems.append(str(exc))
-        if len(config.data.view_names) < 2:
-            problems.append(
-                "data.view_names: the multi-view transformer needs >= 2 views, got "
-                f"{config.data.view_names!r}"
-            )
-        if problems:
-            raise ConfigError("\n".join(problems))
-        return params
 
     # ------------------------------------------------------------------ forward pieces
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
