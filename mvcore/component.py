@@ -41,6 +41,16 @@ class Component:
 
     Params: ClassVar[type[ComponentParams]] = ComponentParams
 
+    def _take(self, params: Any, context: Any) -> None:
+        """Keep the validated ``params`` (an instance of ``Params``) and the ``context``."""
+        if not isinstance(params, self.Params):
+            cls, model = type(self).__name__, self.Params.__qualname__
+            raise TypeError(
+                f"{cls} takes its validated params, an instance of {model} (got "
+                f"{type(params).__name__}): build it as {cls}({model}(...), context)")
+        self.params = params
+        self.context = context
+
     @classmethod
     def validate_context(cls, params: Any, context: Any) -> None:
         """Check ``params`` against the project; raise ``mvcore.ParamError(field, message)``.

@@ -193,6 +193,25 @@ def toy_loss_inputs(context: Context, batch_size: int = 4, seed: int = 0,
     return out
 
 
+def _validated(cls: type, raw: dict[str, Any], context: Context) -> Any:
+    """``cls.Params`` from ``raw``, checked against ``context``; asserts that the model
+    forbids unknown keys (a typo in a config must be an error)."""
+    name = cls.__name__
+    try:
+        cls.Params.model_validate({**raw, "__no_such_key__": 1})
+    except ValidationError:
+        pass
+    else:
+        raise AssertionError(f"{name}.Params must forbid unknown keys (subclass the kind's "
+                             "Params, or set model_config = ConfigDict(extra='forbid'))")
+    validated = cls.Params.model_validate(raw)
+    try:
+        cls.validate_context(validated, context)
+    except ParamError as exc:
+        raise AssertionError(f"{name}.validate_context rejects the params: {exc}") from None
+    return validated
+
+
 def _feed(loss: Loss, inputs: dict[str, Any]) -> tuple[torch.Tensor, list]:
     """Call a loss as ``LossFactory`` does: only the inputs it declares (or all)."""
     signature = loss_signature(type(loss))
@@ -249,22 +268,11 @@ def check_loss(loss_cls: type, params: dict[str, Any] | None = None,
     name = loss_cls.__name__
     assert loss_cls.loss_name, f"{name} must set the loss_name class attribute"
     assert issubclass(loss_cls.Params, LossParams), f"{name}.Params must subclass LossParams"
-    raw = dict(params or {})
-    try:
-        loss_cls.Params.model_validate({**raw, "__no_such_key__": 1})
-    except ValidationError:
-        pass
-    else:
-        raise AssertionError(f"{name}.Params must forbid unknown keys "
-                             "(model_config = ConfigDict(extra='forbid'))")
     errors = loss_input_errors(loss_cls, loss_cls.loss_name)
     assert not errors, str(errors[0])
+    raw = dict(params or {})
     context = context or toy_context()
-    validated = loss_cls.Params.model_validate(raw)
-    try:
-        loss_cls.validate_context(validated, context)
-    except ParamError as exc:
-        raise AssertionError(f"{name}.validate_context rejects the params: {exc}") from None
+    validated = _validated(loss_cls, raw, context)
 
     # every Params field is read while building and running the loss
     reads: set[str] = set()
@@ -419,16 +427,8 @@ def check_augmenter(aug_cls: type, params: dict[str, Any] | None = None,
         f"{aug_cls!r} must subclass mvcore.Augmenter")
     name = aug_cls.__name__
     assert aug_cls.name, f"{name} must set the name class attribute"
-    raw = dict(params or {})
-    try:
-        aug_cls.Params.model_validate({**raw, "__no_such_key__": 1})
-    except ValidationError:
-        pass
-    else:
-        raise AssertionError(f"{name}.Params must forbid unknown keys")
     context = context or toy_context(num_views=3, num_keypoints=4, image_size=64)
-    validated = aug_cls.Params.model_validate(raw)
-    aug_cls.validate_context(validated, context)
+    validated = _validated(aug_cls, dict(params or {}), context)
     augmenter = aug_cls(validated, context)
     augmenter = pickle.loads(pickle.dumps(augmenter))
     for calibrated in (True, False) if not aug_cls.requires_calibration else (True,):
@@ -470,16 +470,8 @@ def check_backbone(backbone_cls: type, params: dict[str, Any] | None = None,
     assert isinstance(backbone_cls, type) and issubclass(backbone_cls, Backbone), (
         f"{backbone_cls!r} must subclass mvcore.Backbone")
     name = backbone_cls.__name__
-    raw = dict(params or {})
-    try:
-        backbone_cls.Params.model_validate({**raw, "__no_such_key__": 1})
-    except ValidationError:
-        pass
-    else:
-        raise AssertionError(f"{name}.Params must forbid unknown keys")
     context = context or toy_context(num_views=2, num_keypoints=3, image_size=64)
-    validated = backbone_cls.Params.model_validate(raw)
-    backbone_cls.validate_context(validated, context)
+    validated = _validated(backbone_cls, dict(params or {}), context)
     backbone = backbone_cls(validated, context)
     progress = backbone.set_progress(0, 0, 1)
     assert isinstance(progress, dict) and all(

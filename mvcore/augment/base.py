@@ -39,13 +39,7 @@ class Augmenter(Component):
     requires_calibration: ClassVar[bool] = False
 
     def __init__(self, params: AugmenterParams, context: Context) -> None:
-        if not isinstance(params, self.Params):
-            raise TypeError(
-                f"{type(self).__name__} takes its validated params, an instance of "
-                f"{self.Params.__qualname__} (got {type(params).__name__})"
-            )
-        self.params = params
-        self.context = context
+        self._take(params, context)
 
     def __call__(self, sample: AugmenterSample, rng: np.random.Generator) -> AugmenterSample:
         raise NotImplementedError(f"{type(self).__name__} must implement __call__")

@@ -68,17 +68,10 @@ class Loss(Component, nn.Module):
 
     def __init__(self, params: LossParams, context: Context) -> None:
         super().__init__()
-        if not isinstance(params, self.Params):
-            raise TypeError(
-                f"{type(self).__name__} takes its validated params, an instance of "
-                f"{self.Params.__qualname__} (got {type(params).__name__}): build it with "
-                f"{type(self).__name__}({self.Params.__qualname__}(...), context)"
-            )
+        self._take(params, context)
         if params.log_weight is None:
             raise ValueError(f"{self.loss_name}: log_weight null turns the loss off; "
                              "such a loss is not built")
-        self.params = params
-        self.context = context
         self.register_buffer("log_weight", torch.tensor(float(params.log_weight)))
         eps = 0.0 if params.epsilon is None else params.epsilon
         self.register_buffer("epsilon", torch.as_tensor(eps, dtype=torch.float32))

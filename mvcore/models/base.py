@@ -38,13 +38,7 @@ class Backbone(Component, nn.Module):
 
     def __init__(self, params: BackboneParams, context: Context) -> None:
         super().__init__()
-        if not isinstance(params, self.Params):
-            raise TypeError(
-                f"{type(self).__name__} takes its validated params, an instance of "
-                f"{self.Params.__qualname__} (got {type(params).__name__})"
-            )
-        self.params = params
-        self.context = context
+        self._take(params, context)
         self.num_views = context.num_views
         self.num_keypoints = context.num_keypoints
 

@@ -4,7 +4,13 @@ from typing import ClassVar
 
 import pytest
 import torch
-from fake_plugins import AcmePlugin, BoneLengthLoss, NeedsMagicLoss, TinyBackbonePlugin
+from fake_plugins import (
+    AcmePlugin,
+    BoneLengthLoss,
+    NeedsMagicLoss,
+    SquaredErrorLoss,
+    TinyBackbonePlugin,
+)
 
 from mvcore import Augmenter, AugmenterParams, BackboneParams, hookimpl
 from mvcore.build import build_backbone, build_losses, plan_run
@@ -19,13 +25,6 @@ CALIBRATED = toy_context(num_views=2, num_keypoints=3)
 UNCALIBRATED = toy_context(num_views=2, num_keypoints=3, calibrated=False)
 
 
-class SquaredErrorLoss(Loss):
-    loss_name = "heatmap_mse"
-    annealed = False
-
-    def forward(self, *, heatmaps_targ, heatmaps_pred, stage=None):
-        scalar = self.reduce_loss((heatmaps_targ - heatmaps_pred) ** 2)
-        return self.weight * scalar, self.log_loss(scalar, stage)
 
 
 class ScaleParams(LossParams):

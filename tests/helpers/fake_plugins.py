@@ -37,6 +37,17 @@ class BoneLengthLoss(Loss):
         return self.weight * scalar, self.log_loss(scalar, stage)
 
 
+class SquaredErrorLoss(Loss):
+    """A stand-in supervised heatmap loss (never annealed), keyword-only inputs."""
+
+    loss_name = "heatmap_mse"
+    annealed = False
+
+    def forward(self, *, heatmaps_targ, heatmaps_pred, stage=None):
+        scalar = self.reduce_loss((heatmaps_targ - heatmaps_pred) ** 2)
+        return self.weight * scalar, self.log_loss(scalar, stage)
+
+
 class NeedsMagicLoss(Loss):
     loss_name = "needs_magic"
 

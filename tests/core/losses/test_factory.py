@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fake_plugins import SquaredErrorLoss
 
 from mvcore.losses.base import Loss, LossParams
 from mvcore.losses.factory import LossFactory
@@ -10,15 +11,6 @@ from mvcore.testing import toy_context
 CONTEXT = toy_context()
 
 
-class SquaredErrorLoss(Loss):
-    """A stand-in supervised heatmap loss (never annealed), keyword-only inputs."""
-
-    loss_name = "heatmap_mse"
-    annealed = False
-
-    def forward(self, *, heatmaps_targ, heatmaps_pred, stage=None):
-        scalar = self.reduce_loss((heatmaps_targ - heatmaps_pred) ** 2)
-        return self.weight * scalar, self.log_loss(scalar, stage)
 
 
 class Toy3DLoss(Loss):

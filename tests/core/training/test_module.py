@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_plugins import TinyBackbonePlugin
+from fake_plugins import SquaredErrorLoss, TinyBackbonePlugin
 
 from mvcore import hookimpl
 from mvcore.build import build_backbone, build_losses, plan_run
@@ -24,13 +24,6 @@ from mvcore.training.module import MultiviewPoseModule, apply_homography
 CONTEXT = toy_context(num_views=2, num_keypoints=3, image_size=32)
 
 
-class Heatmap(Loss):
-    loss_name = "heatmap_mse"
-    annealed = False
-
-    def forward(self, *, heatmaps_targ, heatmaps_pred, stage=None):
-        scalar = self.reduce_loss((heatmaps_targ - heatmaps_pred) ** 2)
-        return self.weight * scalar, self.log_loss(scalar, stage)
 
 
 class Pairwise3D(Loss):
@@ -57,7 +50,7 @@ class Reprojected(Loss):
 class Losses:
     @hookimpl
     def mvcore_register_losses(self, registry):
-        for cls in (Heatmap, Pairwise3D, Reprojected):
+        for cls in (SquaredErrorLoss, Pairwise3D, Reprojected):
             registry.add(cls)
 
 
