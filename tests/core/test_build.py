@@ -25,8 +25,6 @@ CALIBRATED = toy_context(num_views=2, num_keypoints=3)
 UNCALIBRATED = toy_context(num_views=2, num_keypoints=3, calibrated=False)
 
 
-
-
 class ScaleParams(LossParams):
     scale: float = 1.0
 

@@ -11,8 +11,6 @@ from mvcore.testing import toy_context
 CONTEXT = toy_context()
 
 
-
-
 class Toy3DLoss(Loss):
     """Takes everything (``**kwargs``), as a Lightning Pose guide loss does."""
 

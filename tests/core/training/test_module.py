@@ -24,8 +24,6 @@ from mvcore.training.module import MultiviewPoseModule, apply_homography
 CONTEXT = toy_context(num_views=2, num_keypoints=3, image_size=32)
 
 
-
-
 class Pairwise3D(Loss):
     loss_name = "supervised_toy_pairs"
 
