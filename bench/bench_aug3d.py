@@ -29,6 +29,7 @@ from mv_aug3d.fit import apply_homography
 from mv_aug3d.pipelines import DLCParams, DLCPipeline
 from PIL import Image
 
+from mvcore import Context
 from mvcore.data.bbox import frame_to_model
 from mvcore.data.example import make_example_project, marker_colors
 from mvcore.geometry import CameraTensors, load_calibration, rodrigues_to_matrix
@@ -37,8 +38,22 @@ FITS = ("similarity", "affine", "homography")
 MOUSE4CAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "mouse4cam"
 
 
-def load_example(root: Path) -> tuple[list[dict[str, Any]], np.ndarray, torch.Tensor]:
-    """Samples (model = image resolution), ``usable (N, V, K)`` blobs and colours ``(K, 3)``."""
+def make_context(view_names: list[str], keypoint_names: list[str], size: int) -> Context:
+    """The ``Context`` the augmenters are built with: calibrated, ``size`` square model input."""
+    return Context(
+        view_names=tuple(view_names),
+        keypoint_names=tuple(keypoint_names),
+        image_height=size,
+        image_width=size,
+        has_calibration=True,
+    )
+
+
+def load_example(
+    root: Path,
+) -> tuple[list[dict[str, Any]], np.ndarray, torch.Tensor, Context]:
+    """Samples (model = image resolution), ``usable (N, V, K)`` blobs, colours ``(K, 3)`` and
+    the project's ``Context``."""
     group = load_calibration(root / "calibration.toml")
     names = group.names
     cams = group.to_tensors()
@@ -73,7 +88,9 @@ def load_example(root: Path) -> tuple[list[dict[str, Any]], np.ndarray, torch.Te
             }
         )
         usable.append(isolated_blobs(kp, occ, size))
-    return samples, np.stack(usable), torch.from_numpy(marker_colors(num_kp))
+    keypoints = list(tabs[0].columns.get_level_values(1)[::2])
+    context = make_context(names, keypoints, samples[0]["images"].shape[-1])
+    return samples, np.stack(usable), torch.from_numpy(marker_colors(num_kp)), context
 
 
 def isolated_blobs(
@@ -127,6 +144,7 @@ def agreement(
     colors: torch.Tensor,
     fit: str,
     draws: int,
+    context: Context,
     noise: float = 0.0,
     source: str = "labels",
     cameras: CameraTensors | None = None,
@@ -136,7 +154,7 @@ def agreement(
     ``noise``: Gaussian label noise (px) added before augmenting; ``cameras``: replaces the
     true cameras (a perturbed calibration).
     """
-    aug = Augment3D(Augment3DParams(fit=fit, source=source))
+    aug = Augment3D(Augment3DParams(fit=fit, source=source), context)
     dists, models, fit_res = [], [], []
     for i, sample in enumerate(samples):
         for d in range(draws):
@@ -182,10 +200,11 @@ def mouse4cam(size: tuple[int, int] = (256, 256)) -> dict[str, dict[str, Any]]:
     ]
     num_kp = tabs[0].shape[1] // 2
     frames = np.stack([t.to_numpy(dtype=float).reshape(-1, num_kp, 2) for t in tabs], 1)
+    context = make_context(names, list(tabs[0].columns.get_level_values(1)[::2]), size[0])
     bbox = torch.tensor([[0.0, 0.0, 1024.0, 1280.0]] * 4, dtype=torch.float64)
     out: dict[str, dict[str, Any]] = {}
     for fit in FITS:
-        aug = Augment3D(Augment3DParams(fit=fit))
+        aug = Augment3D(Augment3DParams(fit=fit), context)
         res, models = [], []
         for i, frame in enumerate(frames):
             kp = frame_to_model(torch.from_numpy(frame), bbox, size).float()
@@ -223,7 +242,9 @@ def _time(fn: Any, repeats: int, rounds: int = 5) -> tuple[float, float]:
     return float(np.median(times)), float(np.min(times))
 
 
-def throughput(samples: list[dict[str, Any]], batch: int = 8) -> list[tuple[str, float, float]]:
+def throughput(
+    samples: list[dict[str, Any]], context: Context, batch: int = 8
+) -> list[tuple[str, float, float]]:
     """ms per call at 1 and 2 torch threads (DataLoader workers run with 1)."""
     rows = []
     sample = samples[0]
@@ -233,14 +254,14 @@ def throughput(samples: list[dict[str, Any]], batch: int = 8) -> list[tuple[str,
     for threads in (1, 2):
         torch.set_num_threads(threads)
         for fit in FITS:
-            aug = Augment3D(Augment3DParams(fit=fit))
+            aug = Augment3D(Augment3DParams(fit=fit), context)
             seeds = iter(range(10**9))
             med, low = _time(
                 lambda a=aug, it=seeds: a(sample, np.random.default_rng(next(it))), 20
             )
             rows.append((f"{threads} thr: `Augment3D` {fit}, one sample (V=4)", med, low))
         for label, geometric in (("photometric only (dlc-mv)", False), ("with geometric", True)):
-            dlc = DLCPipeline(DLCParams(geometric=geometric))
+            dlc = DLCPipeline(DLCParams(geometric=geometric, imgaug_3d=False), context)
             seeds = iter(range(10**9))
             med, low = _time(
                 lambda a=dlc, it=seeds: a(sample, np.random.default_rng(next(it))), 20
@@ -257,7 +278,11 @@ def throughput(samples: list[dict[str, Any]], batch: int = 8) -> list[tuple[str,
 
 
 def _report_agreement(
-    samples: list[dict[str, Any]], usable: np.ndarray, colors: torch.Tensor, args: Any
+    samples: list[dict[str, Any]],
+    usable: np.ndarray,
+    colors: torch.Tensor,
+    context: Context,
+    args: Any,
 ) -> None:
     """Print the agreement tables (markdown)."""
     print(f"example: {len(samples)} labelled frames x 4 views, {args.draws} draws each")
@@ -286,7 +311,9 @@ def _report_agreement(
             if source == "projections" and noise == 0 and cameras is None:
                 continue  # exact labels are their own projections
             for fit in FITS:
-                r = agreement(samples, usable, colors, fit, args.draws, noise, source, cameras)
+                r = agreement(
+                    samples, usable, colors, fit, args.draws, context, noise, source, cameras
+                )
                 print(
                     f"| {case} | {source} | {fit} | {r['n']} | {r['median']:.3f} | "
                     f"{r['p95']:.3f} | {r['max']:.3f} | {r['fit_median']:.3f} | {r['models']} |"
@@ -308,11 +335,11 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         make_example_project(tmp, seed=0, num_views=4, num_frames=args.frames, image_size=256)
-        samples, usable, colors = load_example(Path(tmp))
+        samples, usable, colors, context = load_example(Path(tmp))
     if not args.throughput_only:
-        _report_agreement(samples, usable, colors, args)
+        _report_agreement(samples, usable, colors, context, args)
     print("\n| what | median ms | min ms |\n|---|---|---|")
-    for name, med, low in throughput(samples):
+    for name, med, low in throughput(samples, context):
         print(f"| {name} | {med:.2f} | {low:.2f} |")
 
 

@@ -24,9 +24,15 @@ from mv_losses.pca import PCAMultiviewLoss, PCASingleviewLoss
 from mv_losses.projection import PairwiseProjectionsLoss, ReprojectionHeatmapLoss
 from mv_losses.temporal import TemporalLoss
 
+from mvcore import Context
 from mvcore.data.heatmaps import render_heatmaps
-from mvcore.geometry import project_points, rodrigues_to_matrix, triangulate, triangulate_pairs
-from mvcore.losses.base import LossContext
+from mvcore.geometry import (
+    CameraTensors,
+    project_points,
+    rodrigues_to_matrix,
+    triangulate,
+    triangulate_pairs,
+)
 
 B, V, K = 64, 4, 17
 FRAME = (1024, 1280)  # (H, W) frame pixels
@@ -57,21 +63,16 @@ def make_rig(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return k.float(), ext.float(), d.float()
 
 
-class TrainPoses:
-    """Stand-in data module: projections of random 3D poses (a mean shape, 6 body modes and a
-    translation), ``(n, V, K, 2)`` frame pixels."""
-
-    def __init__(self, cams: tuple[torch.Tensor, ...], n: int = 300) -> None:
-        g = torch.Generator().manual_seed(1)
-        shape = 60 * torch.randn(K, 3, generator=g)
-        modes = 15 * torch.randn(6, K, 3, generator=g)
-        latent = torch.randn(n, 6, generator=g)
-        shift = 40 * torch.randn(n, 1, 3, generator=g)
-        pose = shape + torch.einsum("nm,mkc->nkc", latent, modes) + shift
-        self.keypoints = project_points(pose, *cams).double().numpy()
-
-    def train_keypoints_frame(self) -> np.ndarray:
-        return self.keypoints
+def train_poses(cams: tuple[torch.Tensor, ...], n: int = 300) -> np.ndarray:
+    """Stand-in training labels: projections of random 3D poses (a mean shape, 6 body modes
+    and a translation), ``(n, V, K, 2)`` frame pixels."""
+    g = torch.Generator().manual_seed(1)
+    shape = 60 * torch.randn(K, 3, generator=g)
+    modes = 15 * torch.randn(6, K, 3, generator=g)
+    latent = torch.randn(n, 6, generator=g)
+    shift = 40 * torch.randn(n, 1, 3, generator=g)
+    pose = shape + torch.einsum("nm,mkc->nkc", latent, modes) + shift
+    return project_points(pose, *cams).double().numpy()
 
 
 def timed(fn: Callable[[], torch.Tensor], runs: int) -> tuple[float, float]:
@@ -103,48 +104,53 @@ def main() -> None:
     targets = render_heatmaps(clean.reshape(B, V * K, 2) * scale, MODEL, HEATMAP)
     logits = torch.randn(B, V * K, *HEATMAP, generator=g)
     confidences = 0.5 + 0.5 * torch.rand(B, V * K, generator=g)
-    context = LossContext(
-        view_names=[f"cam{v}" for v in range(V)],
-        keypoint_names=[f"kp{k}" for k in range(K)],
+    train_keypoints = train_poses(cams)
+    context = Context(
+        view_names=tuple(f"cam{v}" for v in range(V)),
+        keypoint_names=tuple(f"kp{k}" for k in range(K)),
         image_height=MODEL[0],
         image_width=MODEL[1],
-        heatmap_height=HEATMAP[0],
-        heatmap_width=HEATMAP[1],
+        downsample_factor=2,  # heatmaps (64, 64) = (256, 256) / 2**2
         has_calibration=True,
+        labels_source=lambda: train_keypoints,
     )
-    data = TrainPoses(cams)
+    assert context.heatmap_size == HEATMAP
+    cameras = CameraTensors(intr, extr, dist)
 
     def leaf(t: torch.Tensor) -> torch.Tensor:
         return t.detach().clone().requires_grad_(True)
 
-    pairwise = PairwiseProjectionsLoss()
-    reproj = ReprojectionHeatmapLoss(context=context)
-    multiview = MultiviewReprojectionLoss(epsilon=0.0)
+    pairwise = PairwiseProjectionsLoss(PairwiseProjectionsLoss.Params(), context)
+    reproj = ReprojectionHeatmapLoss(ReprojectionHeatmapLoss.Params(), context)
+    multiview = MultiviewReprojectionLoss(MultiviewReprojectionLoss.Params(epsilon=0.0), context)
     pred_3d = triangulate_pairs(pred_2d, *cams)
     reprojected = project_points(triangulate(pred_2d, *cams), *cams).reshape(B, V * K, 2) * scale
 
     def pairwise_only() -> torch.Tensor:
-        return pairwise(pose, leaf(pred_3d), stage="train")[0]
+        return pairwise(keypoints_targ_3d=pose, keypoints_pred_3d=leaf(pred_3d), stage="train")[0]
 
     def pairwise_with_triangulation() -> torch.Tensor:
         points = leaf(pred_2d)
-        return pairwise(pose, triangulate_pairs(points, intr, extr, dist), stage="train")[0]
+        points_3d = triangulate_pairs(points, intr, extr, dist)
+        return pairwise(keypoints_targ_3d=pose, keypoints_pred_3d=points_3d, stage="train")[0]
 
     def reproj_only() -> torch.Tensor:
-        return reproj(targets, leaf(reprojected), stage="train")[0]
+        return reproj(
+            heatmaps_targ=targets, keypoints_pred_2d_reprojected=leaf(reprojected), stage="train"
+        )[0]
 
     def reproj_with_triangulation() -> torch.Tensor:
         points = leaf(pred_2d)
         points_3d = triangulate(points, intr, extr, dist)
         model_px = project_points(points_3d, intr, extr, dist).reshape(B, V * K, 2) * scale
-        return reproj(targets, model_px, stage="train")[0]
+        return reproj(
+            heatmaps_targ=targets, keypoints_pred_2d_reprojected=model_px, stage="train"
+        )[0]
 
     def multiview_consistency() -> torch.Tensor:
         return multiview(
-            leaf(pred_2d).reshape(B, -1),
-            intrinsics=intr,
-            extrinsics=extr,
-            distortions=dist,
+            keypoints_pred=leaf(pred_2d).reshape(B, -1),
+            cameras=cameras,
             confidences=confidences,
             stage="train",
         )[0]
@@ -155,14 +161,20 @@ def main() -> None:
         ("supervised_pairwise_projections + triangulate_pairs", pairwise_with_triangulation),
         ("multiview_reprojection (triangulate + reproject inside)", multiview_consistency),
     ]
-    single = PCASingleviewLoss(components_to_keep=0.99, data_module=data, context=context)
-    multi = PCAMultiviewLoss(data_module=data, context=context)
-    temporal = TemporalLoss(epsilon=5.0)
+    single = PCASingleviewLoss(PCASingleviewLoss.Params(components_to_keep=0.99), context)
+    multi = PCAMultiviewLoss(PCAMultiviewLoss.Params(), context)
+    temporal = TemporalLoss(TemporalLoss.Params(epsilon=5.0), context)
     flat = pred_2d.reshape(B, -1)
     cases += [
-        ("pca_singleview (per-view PCAs)", lambda: single(leaf(flat), stage="train")[0]),
-        ("pca_multiview", lambda: multi(leaf(flat), stage="train")[0]),
-        ("temporal", lambda: temporal(leaf(flat), confidences, stage="train")[0]),
+        (
+            "pca_singleview (per-view PCAs)",
+            lambda: single(keypoints_pred=leaf(flat), stage="train")[0],
+        ),
+        ("pca_multiview", lambda: multi(keypoints_pred=leaf(flat), stage="train")[0]),
+        (
+            "temporal",
+            lambda: temporal(keypoints_pred=leaf(flat), confidences=confidences, stage="train")[0],
+        ),
         ("supervised_reprojection_heatmap_mse (loss on (B,N,2))", reproj_only),
         ("supervised_reprojection_heatmap_mse + triangulate/project", reproj_with_triangulation),
     ]
@@ -172,11 +184,11 @@ def main() -> None:
         ("heatmap_kl", HeatmapKLLoss),
         ("heatmap_js", HeatmapJSLoss),
     ):
-        loss = cls()
+        loss = cls(cls.Params(), context)
 
         def heatmap_case(loss=loss) -> torch.Tensor:
             pred = leaf(logits).flatten(-2).softmax(-1).reshape_as(logits)
-            return loss(targets, pred, stage="train")[0]
+            return loss(heatmaps_targ=targets, heatmaps_pred=pred, stage="train")[0]
 
         cases.append((name, heatmap_case))
 

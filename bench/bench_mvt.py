@@ -31,28 +31,27 @@ def _rss_mib() -> float:
 def run_one(args: argparse.Namespace) -> dict[str, float]:
     """Time ``args.steps`` forward+backward steps of one configuration (in this process)."""
     import torch
-    from mv_vit.model import MultiviewTransformer
+    from mv_vit.masking import PatchMaskParams
+    from mv_vit.model import MultiviewTransformer, MultiviewTransformerParams
 
-    from mvcore.config.load import parse_config
+    from mvcore import Context
 
     torch.manual_seed(0)
-    config = parse_config(
-        {
-            "data": {
-                "view_names": [f"cam{i}" for i in range(args.views)],
-                "image_resize_dims": {"height": args.size, "width": args.size},
-                "downsample_factor": 2,
-            },
-            "model": {
-                "backbone": args.backbone,
-                "backbone_pretrained": False,
-                "backbone_params": {"grad_checkpointing": args.grad_checkpointing},
-            },
-            "training": {"patch_mask": {"init_step": 0, "final_step": 0, "final_ratio": 0.5}},
-        }
+    context = Context(
+        view_names=tuple(f"cam{i}" for i in range(args.views)),
+        keypoint_names=tuple(f"kp{k}" for k in range(args.keypoints)),
+        image_height=args.size,
+        image_width=args.size,
+        downsample_factor=2,
+        seed=0,  # training.rng_seed_model_pt
     )
-    params = MultiviewTransformer.validate_config(config)
-    model = MultiviewTransformer(config, params, args.views, args.keypoints).train()
+    params = MultiviewTransformerParams(
+        backbone=args.backbone,
+        backbone_pretrained=False,
+        grad_checkpointing=args.grad_checkpointing,
+        patch_mask=PatchMaskParams(init_step=0, final_step=0, final_ratio=0.5),
+    )
+    model = MultiviewTransformer(params, context).train()
     model.set_progress(0, 0, 1)
     images = torch.randn(args.batch_size, args.views, 3, args.size, args.size)
     side = args.size // 4

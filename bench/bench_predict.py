@@ -89,24 +89,24 @@ def _model(args: argparse.Namespace, work: Path) -> Path:
 
 def _untrained_model_dir(config, out: Path) -> Path:
     """The files `mvcore train` writes that prediction reads, with initial weights."""
-    import dataclasses
-
     import torch
     import yaml
 
+    from mvcore.build import build_backbone, make_context, select_backbone
+    from mvcore.config.load import dump_config
     from mvcore.data.project import MultiviewProject
     from mvcore.plugin.components import load_components
     from mvcore.training.module import MultiviewPoseModule
-    from mvcore.training.run import loss_context
 
     project = MultiviewProject.from_config(config)
-    context = loss_context(config, project)
-    module = MultiviewPoseModule(config, load_components(), context, build_losses=False)
+    context = make_context(config, project)
+    backbone = build_backbone(select_backbone(config, load_components(), context), context)
+    module = MultiviewPoseModule(config, backbone, context)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    data = config.model_dump(mode="json", exclude={"config_dir"})
+    data = dump_config(config)  # Lightning Pose's shape: model.backbone etc. back in place
     data["data"]["data_dir"] = str(project.root)
     (out / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (out / "context.json").write_text(json.dumps(dataclasses.asdict(context)))
+    (out / "context.json").write_text(json.dumps(context.to_json()))
     torch.save({"state_dict": module.state_dict()}, out / "checkpoints" / "best.ckpt")
     return out
 

@@ -78,10 +78,10 @@ def load_model(
     """Rebuild the trained network of ``model_dir`` -> ``(module, config)``, in eval mode.
 
     ``checkpoint``: ``"best"``, ``"last"`` or a ``.ckpt`` path. ``device``: default CUDA when
-    available, else CPU. The module is ``MultiviewPoseModule(..., build_losses=False)``, built
-    without pretrained or ``backbone_checkpoint`` weights; every network weight must be in the
-    checkpoint (a missing or unexpected non-loss key is an error: the checkpoint belongs to
-    another architecture).
+    available, else CPU. The module holds the backbone alone (no losses), built from
+    ``Backbone.architecture_only`` params (no pretrained or local backbone weights); every
+    network weight must be in the checkpoint (a missing or unexpected non-loss key is an error:
+    the checkpoint belongs to another architecture).
     """
     import torch
 
