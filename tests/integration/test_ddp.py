@@ -30,7 +30,7 @@ def _train_ddp(workdir: Path) -> None:
     from mvcore.config.load import load_config
     from mvcore.data.project import MultiviewProject
     from mvcore.plugin.components import load_components
-    from mvcore.training.run import prepare_training
+    from mvcore.training.fit import prepare_training
 
     torch.set_num_threads(1)
     config = load_config(workdir / "proj" / "config.yaml", overrides=[

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-import mvcore.training.callbacks as callbacks
+import mvcore.training.fit as fit_module
 from mvcore.config.load import load_config
 from mvcore.data.example import make_example_project
-from mvcore.training.run import train
+from mvcore.workflow import train
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def _overrides() -> list[str]:
     ]
 
 
-class _KillMidEpoch(callbacks.StepsPerEpoch):
+class _KillMidEpoch(fit_module.StepsPerEpoch):
     """StepsPerEpoch that presses Ctrl+C after batch KILL_BATCH of epoch KILL_EPOCH."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -60,7 +60,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path, dict]:
 
     handler = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after a Ctrl+C
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(callbacks, "StepsPerEpoch", _KillMidEpoch)
+        monkeypatch.setattr(fit_module, "StepsPerEpoch", _KillMidEpoch)
         try:
             with pytest.raises(SystemExit):
                 train(load_config(config_path, _overrides()), output_dir=str(root / "B"))

@@ -8,7 +8,7 @@ import pytest
 
 from mvcore.config.load import load_config
 from mvcore.data.example import make_example_project
-from mvcore.training.run import train
+from mvcore.workflow import train
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mvcore.config import load_config
-    from mvcore.training.run import train
+    from mvcore.workflow import train
 
     config = load_config(args.config, args.overrides)
     model_dir = train(config, output_dir=args.output, resume=args.resume)

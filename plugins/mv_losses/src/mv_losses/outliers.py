@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mvcore.losses.base import LogList
+from mvcore import LogList
 
 
 def drop_outliers(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from mvcore.errors import ConfigError
+from mvcore import ConfigError
 
 #: patch size of every variant; the heatmap head and patch masking rely on it
 PATCH_SIZE = 16

@@ -1,0 +1,111 @@
+"""What a training run reports about its model: the untrained baseline, predictions on every
+labelled frame, metrics and figures.
+
+Written to the model directory: ``untrained_metrics.json`` (before training, read back on
+``--resume``), ``predictions_<view>.csv`` (DeepLabCut header, x/y/likelihood and a ``set``
+column), ``predictions_<view>_<metric>.csv`` per keypoint, ``metrics.csv``, ``loss_curve.png``
+and ``labeled_frames/*.png``. The metrics are defined in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mvcore.geometry import reprojection_error, triangulate
+from mvcore.predict.labeled import (
+    pixel_errors,
+    predict_rows,
+    summarise,
+    write_keypoint_metric,
+    write_labeled_predictions,
+)
+from mvcore.predict.plots import plot_labeled_frames, plot_loss_curve
+
+__all__ = ["UNTRAINED_METRICS", "untrained_metrics", "write_report"]
+
+UNTRAINED_METRICS = "untrained_metrics.json"
+
+
+def untrained_metrics(module: Any, data_module: Any, project: Any, model_dir: Path,
+                      resume: str | None) -> dict[str, float]:
+    """The untrained model's metrics: measured (and saved to ``UNTRAINED_METRICS``) before a
+    new run; read back by a resumed run, whose model is no longer untrained ({} if the file
+    is missing, e.g. a directory written by an older version)."""
+    path = model_dir / UNTRAINED_METRICS
+    if resume:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    metrics = _baseline_metrics(module, data_module, project)
+    path.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _baseline_metrics(module: Any, data_module: Any, project: Any) -> dict[str, float]:
+    """Pixel error of the untrained model on the test split (val if there is no test)."""
+    rows = data_module.test_indices if len(data_module.test_indices) else data_module.val_indices
+    predictions = predict_rows(module, data_module, rows, progress=False)
+    errors = pixel_errors(predictions["keypoints"], project.keypoints[predictions["index"]])
+    finite = errors[np.isfinite(errors)]
+    return {"untrained_pixel_error_mean": float(finite.mean()) if finite.size else float("nan")}
+
+
+def write_report(module: Any, data_module: Any, project: Any, model_dir: Path,
+                 baseline: dict[str, float]) -> dict[str, float]:
+    """Predict every labelled row and write CSVs, metrics and figures; returns the metrics."""
+    split_names = data_module.split_names()
+    predictions = predict_rows(module, data_module)
+    write_labeled_predictions(project, predictions, split_names, model_dir)
+    rows = predictions["index"]
+    errors = pixel_errors(predictions["keypoints"], project.keypoints[rows])
+    sets = [split_names[r] for r in rows]
+    metrics = {**baseline, **summarise(errors, sets)}
+    per_keypoint: dict[str, np.ndarray] = {}
+    if project.has_calibration:
+        reprojection = _reprojection_errors(project, predictions)
+        per_keypoint["reprojection"] = reprojection
+        metrics.update(summarise(reprojection, sets, name="reprojection_error",
+                                 with_mean=False))
+    per_keypoint.update(_loss_keypoint_errors(module, predictions))
+    for name, values in per_keypoint.items():
+        write_keypoint_metric(project, rows, values, sets, model_dir, f"{name}_error")
+    pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}).to_csv(
+        model_dir / "metrics.csv", index=False)
+    plot_loss_curve(model_dir / "logs" / "metrics.csv", model_dir / "loss_curve.png")
+    test_rows = [int(r) for r in (data_module.test_indices if len(data_module.test_indices)
+                                  else data_module.val_indices)]
+    count = module.config.eval.num_labeled_frame_plots
+    plot_labeled_frames(project, predictions, test_rows[:count], model_dir / "labeled_frames")
+    return metrics
+
+
+def _reprojection_errors(project: Any, predictions: dict[str, np.ndarray]) -> np.ndarray:
+    """Multi-view consistency of predictions ``(n, V, K)``: triangulate all views, reproject."""
+    rows = predictions["index"]
+    points = torch.as_tensor(predictions["keypoints"], dtype=torch.float64)
+    cams = [project.calibrations[i].to_tensors(dtype=torch.float64)
+            for i in project.calibration_index[rows]]
+    intrinsics = torch.stack([c.intrinsics for c in cams])
+    extrinsics = torch.stack([c.extrinsics for c in cams])
+    distortions = torch.stack([c.distortions for c in cams])
+    points_3d = triangulate(points, intrinsics, extrinsics, distortions)
+    return reprojection_error(points_3d, points, intrinsics, extrinsics, distortions).numpy()
+
+
+def _loss_keypoint_errors(module: Any, predictions: dict[str, np.ndarray]
+                          ) -> dict[str, np.ndarray]:
+    """Per-keypoint diagnostics ``(n, V, K)`` of the active losses that provide one (PCA)."""
+    keypoints = torch.as_tensor(predictions["keypoints"], dtype=torch.float32)
+    n, v, k = keypoints.shape[:3]
+    flat = keypoints.reshape(n, -1).to(module.device)
+    out = {}
+    for factory in (module.loss_supervised, module.loss_unsupervised):
+        for name, loss in factory.losses.items():
+            values = loss.keypoint_errors(flat)
+            if values is not None:
+                out[name] = values.detach().cpu().double().reshape(n, v, k).numpy()
+    return out
