@@ -43,7 +43,7 @@ import pandas as pd
 from mvcore.config import load_config
 from mvcore.data.example import make_example_project
 from mvcore.predict.video import predict_videos
-from mvcore.training.run import train
+from mvcore.workflow import train
 
 
 def labelled_frames(project_dir: Path) -> set[int]:

@@ -64,7 +64,7 @@ def _prepare_model(args: argparse.Namespace, out: Path) -> None:
     if args.untrained:
         _untrained_model_dir(config, out)
         return
-    from mvcore.training.run import train
+    from mvcore.workflow import train
 
     start = time.perf_counter()
     train(config, output_dir=str(out))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mvcore.config import load_config
-from mvcore.training.run import train
+from mvcore.workflow import train
 
 
 def main() -> int:
