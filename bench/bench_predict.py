@@ -116,11 +116,12 @@ def _worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from mvcore.data.sessions import CalibrationResolver, find_sessions
     from mvcore.predict import video
 
     baseline = _rss_mib()
     if args.decode_only:
-        (session,) = video.find_sessions(args.videos, VIEWS)
+        (session,) = find_sessions(args.videos, VIEWS)
         start = time.perf_counter()
         for frames in video.SessionReader(session, args.batch_size):
             video.frames_to_model_input(frames, (128, 128))
@@ -128,13 +129,13 @@ def _worker(args: argparse.Namespace) -> None:
         frames = session.num_frames
         loaded = baseline
     else:
-        from mvcore.predict.model_io import load_model, model_calibration
+        from mvcore.predict.model_io import load_model
 
         module, config = load_model(args.worker, device="cpu")
         loaded = _rss_mib()
-        (session,) = video.find_sessions(args.videos, VIEWS)
-        group, _ = model_calibration(config, session.name, VIEWS)
-        cameras = group.to_tensors(dtype=torch.float64) if group is not None else None
+        (session,) = find_sessions(args.videos, VIEWS)
+        found = CalibrationResolver(config, VIEWS).for_session(session.name)
+        cameras = found.group.to_tensors(dtype=torch.float64) if found else None
         start = time.perf_counter()
         video.predict_session(module, session, args.batch_size, args.precision, cameras,
                               progress=False)

@@ -46,6 +46,9 @@ class DataConfig(_Strict):
     camera_params_file: str | None = None
     #: mvcore: calibration TOML for every frame when there is no per-session calibration
     calibration_file: str | None = None
+    #: mvcore: views of a video session whose frame counts differ: "strict" refuses them,
+    #: "truncate" uses the frames common to all views (the videos must start together)
+    video_sync: Literal["strict", "truncate"] = "strict"
 
     @field_validator("csv_file", "bbox_file", mode="before")
     @classmethod

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from mvcore.data.dataset import MultiviewDataset, collate_items
 from mvcore.data.project import MultiviewProject
-from mvcore.data.unlabeled import VIDEO_SUFFIXES, UnlabeledClipDataset, video_dir
+from mvcore.data.sessions import VIDEO_SUFFIXES, video_dir
+from mvcore.data.unlabeled import UnlabeledClipDataset
 from mvcore.errors import DataError
 
 __all__ = ["MultiviewDataModule", "split_sizes"]

@@ -23,7 +23,6 @@ only, the other rows keep their 3D targets.
 from __future__ import annotations
 
 import csv
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,28 +34,20 @@ import torch
 from mvcore.data.bbox import model_to_frame, whole_image_bbox
 from mvcore.data.csv_io import LabelTable, read_label_csv
 from mvcore.data.heatmaps import VIS_LABELED, VIS_OCCLUDED, VIS_UNIFORM
+from mvcore.data.sessions import (
+    CalibrationResolver,
+    NoCalibration,
+    resolve_data_dir,
+    resolve_path,
+    session_of_image,
+)
 from mvcore.errors import DataError
-from mvcore.geometry import CameraGroup, CameraTensors, load_calibration
+from mvcore.geometry import CameraGroup, CameraTensors
 
-__all__ = ["MultiviewProject", "read_bbox_csv", "resolve_data_dir"]
+__all__ = ["MultiviewProject", "read_bbox_csv"]
 
 _MAX_LISTED = 5  # how many offending items an error message lists
 _CSV_HEADER_LINES = 3
-
-
-def resolve_data_dir(config: Any) -> Path:
-    """``data.data_dir`` as an absolute path: relative paths resolve against
-    ``config.config_dir`` when set, else the current directory."""
-    data_dir = Path(os.path.expanduser(config.data.data_dir))
-    if not data_dir.is_absolute():
-        base = Path(config.config_dir) if getattr(config, "config_dir", None) else Path.cwd()
-        data_dir = base / data_dir
-    return data_dir.resolve()
-
-
-def _resolve(root: Path, name: str) -> Path:
-    path = Path(os.path.expanduser(name))
-    return path if path.is_absolute() else root / path
 
 
 def _basename(image_path: str) -> str:
@@ -66,20 +57,6 @@ def _basename(image_path: str) -> str:
 def _line(table: LabelTable, row: int) -> str:
     """``file, line L (image)`` of a label row (3 header rows, blank lines not counted)."""
     return f"{table.path}, line {row + _CSV_HEADER_LINES + 1} ({table.image_paths[row]})"
-
-
-def _session_of(image_path: str, view_name: str) -> str:
-    """Session from ``.../labeled-data/<session>_<view>/img``; '' if the path has none."""
-    parts = PurePosixPath(image_path.replace("\\", "/")).parts
-    if "labeled-data" not in parts[:-1]:
-        return ""
-    i = parts.index("labeled-data")
-    if i + 1 >= len(parts) - 1:
-        return ""
-    folder = parts[i + 1]
-    if folder.endswith("_" + view_name):
-        return folder[: -len(view_name) - 1]
-    return folder.rsplit("_", 1)[0] if "_" in folder else ""
 
 
 def read_bbox_csv(path: Path, expected_index: list[str]) -> np.ndarray:
@@ -179,7 +156,7 @@ class MultiviewProject:
 
     def image_file(self, row: int, view: int) -> Path:
         """Absolute path of one labelled image."""
-        return _resolve(self.root, self.image_paths[row][view])
+        return resolve_path(self.root, self.image_paths[row][view])
 
     def row_cameras(
         self, indices: np.ndarray | None = None, dtype: torch.dtype = torch.float64
@@ -217,7 +194,7 @@ class MultiviewProject:
                 f"data.view_names has {len(view_names)} entries but data.csv_file has "
                 f"{len(csv_names)} ({csv_names}); give one view name per label CSV, in order"
             )
-        tables = [read_label_csv(_resolve(root, name)) for name in csv_names]
+        tables = [read_label_csv(resolve_path(root, name)) for name in csv_names]
         keypoint_names = _check_tables(tables, data)
         n, v = len(tables[0]), len(tables)
         image_paths = [[t.image_paths[i] for t in tables] for i in range(n)]
@@ -227,14 +204,14 @@ class MultiviewProject:
         if bbox_names:
             bboxes = np.stack(
                 [
-                    read_bbox_csv(_resolve(root, name), t.image_paths)
+                    read_bbox_csv(resolve_path(root, name), t.image_paths)
                     for name, t in zip(bbox_names, tables)
                 ],
                 axis=1,
             )
             # crops may differ in size per image: read every header
             sizes = np.array(
-                [[_image_size(_resolve(root, p)) for p in row] for row in image_paths],
+                [[_image_size(resolve_path(root, p)) for p in row] for row in image_paths],
                 dtype=np.int64,
             ).reshape(n, v, 2)
         else:
@@ -248,10 +225,8 @@ class MultiviewProject:
         coords = np.where((visibility == VIS_UNIFORM)[..., None], np.nan, coords)
         keypoints = model_to_frame(coords, bboxes, sizes)
 
-        sessions = [_session_of(row[0], view_names[0]) for row in image_paths]
-        calibrations, files, index = _discover_calibration(
-            config, root, image_paths, sessions, view_names
-        )
+        sessions = [session_of_image(row[0], view_names[0]) for row in image_paths]
+        calibrations, files, index = _calibrate_rows(config, root, image_paths, view_names)
         project = cls(
             root=root,
             view_names=view_names,
@@ -325,7 +300,7 @@ def _check_images_exist(root: Path, tables: list[LabelTable]) -> None:
         _line(t, i)
         for t in tables
         for i, p in enumerate(t.image_paths)
-        if not _resolve(root, p).is_file()
+        if not resolve_path(root, p).is_file()
     ]
     if missing:
         listed = "; ".join(missing[:_MAX_LISTED])
@@ -341,7 +316,7 @@ def _image_sizes_per_folder(root: Path, image_paths: list[list[str]]) -> np.ndar
     out = []
     for row in image_paths:
         for p in row:
-            path = _resolve(root, p)
+            path = resolve_path(root, p)
             if path.parent not in cache:
                 cache[path.parent] = _image_size(path)
             out.append(cache[path.parent])
@@ -383,97 +358,31 @@ def _visibility(tables: list[LabelTable], coords: np.ndarray, uniform_for_nan: b
     return vis.astype(np.int64)
 
 
-def _read_camera_params_file(path: Path) -> dict[str, str]:
-    """``image path -> calibration TOML`` from a ``calibrations.csv`` (index, ``file``)."""
-    if not path.is_file():
-        raise DataError(f"data.camera_params_file not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path}: empty camera params file")
-    header = [c.strip() for c in rows[0]]
-    if "file" not in header[1:]:
-        raise DataError(f"{path}: needs a 'file' column (index = image path), header {header}")
-    col = header.index("file", 1)
-    mapping = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) <= col:
-            raise DataError(f"{path}, line {line}: expected a 'file' cell, got {row}")
-        mapping[row[0].strip().replace("\\", "/")] = row[col].strip()
-    return mapping
-
-
-def _discover_calibration(
-    config: Any,
-    root: Path,
-    image_paths: list[list[str]],
-    sessions: list[str],
-    view_names: list[str],
-) -> tuple[list[CameraGroup], list[Path], np.ndarray]:
-    """Per-row calibration file -> unique ``CameraGroup``s (cameras in view order) + index."""
-    data = config.data
-    n = len(image_paths)
-    per_row: list[Path | None] = [None] * n
-    source: str
-    if data.camera_params_file:
-        params_path = _resolve(root, data.camera_params_file)
-        mapping = _read_camera_params_file(params_path)
-        by_name: dict[str, list[str]] = {}
-        for key, value in mapping.items():
-            by_name.setdefault(_basename(key), []).append(value)
-        for i, row in enumerate(image_paths):
-            key = row[0].replace("\\", "/")
-            value = mapping.get(key)
-            if value is None:
-                candidates = by_name.get(_basename(key), [])
-                value = candidates[0] if len(candidates) == 1 else None
-            per_row[i] = _resolve(root, value) if value else None
-        source = f"data.camera_params_file {params_path}"
-    else:
-        if data.calibration_file:
-            fallback: Path | None = _resolve(root, data.calibration_file)
-            if not fallback.is_file():
-                raise DataError(f"data.calibration_file not found: {fallback}")
-        else:
-            fallback = root / "calibration.toml"
-            fallback = fallback if fallback.is_file() else None
-        session_files = {s: root / "calibrations" / f"{s}.toml" for s in set(sessions) if s}
-        session_files = {s: p for s, p in session_files.items() if p.is_file()}
-        per_row = [session_files.get(s, fallback) for s in sessions]
-        source = "calibrations/<session>.toml / calibration.toml"
-
+def _calibrate_rows(config: Any, root: Path, image_paths: list[list[str]],
+                    view_names: list[str]) -> tuple[list[CameraGroup], list[Path], np.ndarray]:
+    """Each row's calibration (``sessions.CalibrationResolver``) -> the distinct
+    ``CameraGroup``s (cameras in view order), their files and a per-row index (-1: none)."""
+    resolver = CalibrationResolver(config, view_names, root)
+    found = [resolver.for_image(row[0]) for row in image_paths]
     files: list[Path] = []
-    index = np.full(n, -1, dtype=np.int64)
-    for i, path in enumerate(per_row):
-        if path is None:
+    calibrations: list[CameraGroup] = []
+    index = np.full(len(image_paths), -1, dtype=np.int64)
+    for i, calibration in enumerate(found):
+        if isinstance(calibration, NoCalibration):
             continue
-        if path not in files:
-            files.append(path)
-        index[i] = files.index(path)
-    calibrations = [_load_for_views(path, view_names) for path in files]
-
+        if calibration.path not in files:
+            files.append(calibration.path)
+            calibrations.append(calibration.group)
+        index[i] = files.index(calibration.path)
     missing = np.flatnonzero(index < 0)
     if files and len(missing):
         listed = ", ".join(image_paths[i][0] for i in missing[:_MAX_LISTED])
         warnings.warn(
-            f"{len(missing)} of {n} rows have no calibration ({source}), e.g. {listed}; "
-            "3D targets are off for those rows only",
+            f"{len(missing)} of {len(image_paths)} rows have no calibration, e.g. {listed} "
+            f"({found[missing[0]].reason}); 3D targets are off for those rows only",
             stacklevel=3,
         )
     return calibrations, files, index
-
-
-def _load_for_views(path: Path, view_names: list[str]) -> CameraGroup:
-    """Load a calibration and order its cameras as ``view_names`` (extra cameras dropped)."""
-    group = load_calibration(path)
-    missing = [name for name in view_names if name not in group.names]
-    if missing:
-        raise DataError(
-            f"{path}: camera names {group.names} ({group.num_views} cameras) do not match "
-            f"data.view_names {view_names}; missing {missing}. Name the [cam_N] tables after "
-            "the views"
-        )
-    return group.select(view_names)
 
 
 def _check_calibration_sizes(project: MultiviewProject) -> None:

@@ -1,11 +1,12 @@
 """Unlabelled multi-view video clips for the unsupervised losses (temporal, PCA, multi-view).
 
-Videos live in ``data.video_dir`` (relative paths resolve against ``data.data_dir``) as
-``<session>_<view>.mp4`` for every view of ``data.view_names`` (the view is a whole
-``_``-separated suffix). One item = ``clip_length`` consecutive synchronised frames of one
-session in all views, decoded with PyAV by seeking to the keyframe before the clip and
-decoding forward (never the whole video), resized and ImageNet-normalised as in
-``mvcore.data.dataset`` (float bilinear resize with antialiasing, ``align_corners=False``).
+Videos live in ``data.video_dir`` as ``<session>_<view>.mp4`` for every view of
+``data.view_names``; which files form a session, and which calibration a session has, is
+decided by ``mvcore.data.sessions`` (as for prediction). One item = ``clip_length``
+consecutive synchronised frames of one session in all views, decoded with PyAV by seeking
+to the keyframe before the clip and decoding forward (never the whole video), resized and
+ImageNet-normalised as in ``mvcore.data.dataset`` (float bilinear resize with antialiasing,
+``align_corners=False``).
 
 Randomness: item ``i`` draws its session and start frame from
 ``np.random.default_rng([seed, i, draw])`` where ``draw`` counts this dataset object's items
@@ -15,9 +16,6 @@ epochs when the dataset object (or a persistent worker) lives on.
 
 from __future__ import annotations
 
-import os
-import warnings
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -28,107 +26,38 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from mvcore.data.project import MultiviewProject, _discover_calibration, resolve_data_dir
-from mvcore.data.videos import VideoInfo, match_view, probe_video
+from mvcore.data.project import MultiviewProject
+from mvcore.data.sessions import (
+    CalibrationResolver,
+    NoCalibration,
+    VideoSession,
+    find_sessions,
+    video_dir,
+)
 from mvcore.errors import DataError
 from mvcore.geometry import CameraTensors
 
-__all__ = ["UnlabeledClipDataset", "VIDEO_SUFFIXES", "find_video_sessions", "video_dir"]
+__all__ = ["UnlabeledClipDataset", "decode_clip"]
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
-
-
-@dataclass
-class _Session:
-    name: str
-    videos: list[VideoInfo]  # in view order
-
-    @property
-    def num_frames(self) -> int:
-        return min(v.num_frames for v in self.videos)
-
-
-def video_dir(config: Any) -> Path | None:
-    """``data.video_dir`` resolved against the data directory (None when not configured)."""
-    name = config.data.video_dir
-    if not name:
-        return None
-    path = Path(os.path.expanduser(name))
-    return path if path.is_absolute() else resolve_data_dir(config) / path
-
-
-def find_video_sessions(root: Path, view_names: list[str]) -> list[_Session]:
-    """Sessions of ``root`` with a video for every view (sorted by name); sessions missing a
-    view are skipped with a warning. DataError when there are none."""
-    pattern = ", ".join(f"<session>_{v}.mp4" for v in view_names)
-    if not root.is_dir():
-        raise DataError(
-            f"video directory {root} (data.video_dir) not found; unlabelled clips need "
-            f"videos named {pattern}"
-        )
-    grouped: dict[str, dict[str, Path]] = {}
-    for path in sorted(root.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in VIDEO_SUFFIXES:
-            continue
-        match = match_view(path.stem, view_names)
-        if match is not None:
-            grouped.setdefault(match[0], {}).setdefault(match[1], path)
-    sessions, incomplete = [], []
-    for name in sorted(grouped):
-        views = grouped[name]
-        missing = [f"{name}_{v}.mp4" for v in view_names if v not in views]
-        if missing:
-            incomplete.append(f"{name} (missing {', '.join(missing)})")
-            continue
-        sessions.append(_Session(name, [probe_video(views[v]) for v in view_names]))
-    if incomplete:
-        warnings.warn(
-            f"{root}: skipping video sessions without every view: {'; '.join(incomplete)}",
-            stacklevel=3,
-        )
-    if not sessions:
-        detail = f"; incomplete sessions: {'; '.join(incomplete)}" if incomplete else ""
-        raise DataError(
-            f"no unlabelled videos in {root}: expected one file per view named {pattern}"
-            f"{detail}"
-        )
-    return sessions
-
-
-def _session_cameras(
-    config: Any, project: MultiviewProject, sessions: list[_Session]
-) -> tuple[CameraTensors, np.ndarray]:
-    """``(S, V, ...)`` float32 cameras per session and ``(S,)`` bool calibrated.
-
-    A session with labelled rows takes their calibration; otherwise the project's discovery
-    (``calibrations/<session>.toml``, ``data.calibration_file``, ``calibration.toml``) runs
-    for it. Uncalibrated sessions get identity cameras (as ``MultiviewProject.row_cameras``).
-    """
+def _session_cameras(config: Any, project: MultiviewProject, sessions: list[VideoSession]
+                     ) -> tuple[CameraTensors, np.ndarray]:
+    """``(S, V, ...)`` float32 cameras per session and ``(S,)`` bool calibrated, from the
+    project's calibration resolver (``mvcore.data.sessions``). A session without calibration
+    gets placeholder cameras (identity), which the batch marks with ``has_calibration``
+    False (``mvcore.contracts``)."""
     v = project.num_views
-    dummy = CameraTensors(
+    placeholder = CameraTensors(
         torch.eye(3).expand(v, 3, 3), torch.eye(3, 4).expand(v, 3, 4), torch.zeros(v, 5)
     )
-    intr, extr, dist, calibrated = [], [], [], []
+    resolver = CalibrationResolver(config, project.view_names, project.root)
+    cams, calibrated = [], []
     for session in sessions:
-        rows = [i for i, s in enumerate(project.sessions) if s == session.name]
-        group = None
-        if rows and project.calibration_index[rows[0]] >= 0:
-            group = project.calibrations[int(project.calibration_index[rows[0]])]
-        elif not rows:
-            paths = [[str(video.path) for video in session.videos]]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                groups, _, index = _discover_calibration(
-                    config, project.root, paths, [session.name], project.view_names
-                )
-            if index[0] >= 0:
-                group = groups[int(index[0])]
-        cams = group.to_tensors(dtype=torch.float32) if group is not None else dummy
-        intr.append(cams.intrinsics)
-        extr.append(cams.extrinsics)
-        dist.append(cams.distortions)
-        calibrated.append(group is not None)
-    cameras = CameraTensors(torch.stack(intr), torch.stack(extr), torch.stack(dist))
+        found = resolver.for_session(session.name)
+        calibrated.append(not isinstance(found, NoCalibration))
+        cams.append(placeholder if isinstance(found, NoCalibration)
+                    else found.group.to_tensors(dtype=torch.float32))
+    cameras = CameraTensors(*(torch.stack([getattr(c, part) for c in cams])
+                              for part in ("intrinsics", "extrinsics", "distortions")))
     return cameras, np.asarray(calibrated, dtype=bool)
 
 
@@ -194,7 +123,7 @@ class UnlabeledClipDataset(Dataset):
         dims = config.data.image_resize_dims
         self.image_size = (int(dims.height), int(dims.width))
         self.view_names = list(project.view_names)
-        self.sessions = find_video_sessions(root, self.view_names)
+        self.sessions = find_sessions(root, self.view_names, sync=config.data.video_sync)
         self._starts = np.array(
             [max(0, s.num_frames - self.clip_length + 1) for s in self.sessions], dtype=np.int64
         )

@@ -241,7 +241,8 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
     import pandas as pd
     import torch
 
-    from mvcore.data.project import MultiviewProject, resolve_data_dir
+    from mvcore.data.project import MultiviewProject
+    from mvcore.data.sessions import resolve_data_dir
     from mvcore.data.triangulate import triangulate_keypoints
     from mvcore.predict.model_io import load_model_config
     from mvcore.predict.video import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions

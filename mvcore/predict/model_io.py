@@ -15,7 +15,7 @@ from typing import Any
 
 from mvcore.errors import MvcoreError
 
-__all__ = ["load_model", "load_model_config", "model_calibration", "resolve_checkpoint"]
+__all__ = ["load_model", "load_model_config", "resolve_checkpoint"]
 
 _LOSS_PREFIXES = ("loss_supervised.", "loss_unsupervised.")
 
@@ -119,34 +119,3 @@ def load_model(
     module.to(device)
     module.eval()
     return module, config
-
-
-def model_calibration(config: Any, session: str, view_names: list[str]) -> tuple[Any, Path | None]:
-    """The calibration of a video session -> ``(CameraGroup in view order or None, file)``.
-
-    Same order as the project's discovery (``mvcore.data.project``):
-    ``calibrations/<session>.toml``, then ``data.calibration_file``, then ``calibration.toml``
-    in ``data.data_dir``. (``data.camera_params_file`` maps labelled images, not videos, so it
-    is used only through the per-session file.)
-    """
-    from mvcore.data.project import resolve_data_dir
-    from mvcore.errors import DataError
-    from mvcore.geometry import load_calibration
-
-    root = resolve_data_dir(config)
-    candidates = [root / "calibrations" / f"{session}.toml"]
-    if config.data.calibration_file:
-        name = Path(config.data.calibration_file).expanduser()
-        candidates.append(name if name.is_absolute() else root / name)
-    candidates.append(root / "calibration.toml")
-    for path in candidates:
-        if path.is_file():
-            group = load_calibration(path)
-            missing = [v for v in view_names if v not in group.names]
-            if missing:
-                raise DataError(
-                    f"{path}: camera names {group.names} do not include the model's views "
-                    f"{missing}; name the [cam_N] tables after the views"
-                )
-            return group.select(list(view_names)), path
-    return None, None

@@ -1,10 +1,7 @@
-"""Predict synchronised multi-view videos: sessions, streaming decode, 2D / 3D / video outputs.
+"""Predict synchronised multi-view videos: streaming decode, 2D / 3D / video outputs.
 
-Sessions: a video directory holds ``<session>_<view>.mp4`` files (``.avi``, ``.mov``, ``.mkv``
-too). The view name must be the whole ``_``-separated suffix of the file stem (``s1_top`` is
-view ``top``; ``s1_mousetop`` is not - Lightning Pose bug B12 matched substrings); with
-overlapping view names the longest match wins. Every session needs every view, and all views
-the same number of frames; otherwise a ``DataError`` names what is missing or out of sync.
+Sessions (which videos belong together, the sync policy, each session's calibration) are
+decided by ``mvcore.data.sessions``, as for training.
 
 Streaming: the views of a session are decoded with PyAV frame by frame, in lockstep, and only
 one batch of frames is held in memory (peak memory does not grow with the video length). A
@@ -43,108 +40,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mvcore.data.videos import VideoInfo, match_view, probe_video
+from mvcore.data.sessions import (
+    CalibrationResolver,
+    VideoSession,
+    find_sessions,
+    prediction_video_dir,
+)
 from mvcore.errors import ConfigError, DataError
 
 __all__ = [
     "DEFAULT_CONFIDENCE_THRESHOLD",
     "LabeledVideoWriter",
     "SessionReader",
-    "VideoInfo",
-    "VideoSession",
     "draw_markers",
-    "find_sessions",
     "frames_to_model_input",
     "keypoint_colors",
-    "match_view",
     "predict_session",
     "predict_videos",
-    "probe_video",
     "triangulate_predictions",
     "view_frames",
     "write_anipose_csv",
 ]
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 #: triangulation drops views below this confidence (anipose's ``score_threshold`` default)
 DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-
-
-# ------------------------------------------------------------------------------ sessions
-@dataclass
-class VideoSession:
-    """The synchronised videos of one session, in the model's view order."""
-
-    name: str
-    view_names: list[str]
-    videos: list[VideoInfo]
-
-    @property
-    def num_frames(self) -> int:
-        return self.videos[0].num_frames
-
-    @property
-    def frame_sizes(self) -> np.ndarray:
-        """``(V, 2)`` ``[height, width]`` of each view."""
-        return np.array([[v.height, v.width] for v in self.videos], dtype=np.int64)
-
-
-def find_sessions(video_dir: str | Path, view_names: list[str],
-                  session: str | None = None) -> list[VideoSession]:
-    """Group ``<session>_<view>.mp4`` files of ``video_dir`` into sessions (sorted by name).
-
-    DataError (listing every problem) when a session lacks a view, when view frame counts
-    differ, or when nothing matches."""
-    root = Path(video_dir)
-    if not root.is_dir():
-        raise DataError(f"video directory not found: {root}")
-    files = sorted(p for p in root.iterdir()
-                   if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-    grouped: dict[str, dict[str, Path]] = {}
-    for path in files:
-        match = match_view(path.stem, view_names)
-        if match is None:
-            continue
-        name, view = match
-        views = grouped.setdefault(name, {})
-        if view in views:
-            raise DataError(f"{root}: two videos for session {name!r}, view {view!r}: "
-                            f"{views[view].name} and {path.name}")
-        views[view] = path
-    pattern = f"<session>_<view>{{{','.join(VIDEO_SUFFIXES)}}} for views {list(view_names)}"
-    if session is not None:
-        if session not in grouped:
-            raise DataError(f"{root}: no videos of session {session!r} (expected {pattern}); "
-                            f"sessions found: {sorted(grouped) or 'none'}")
-        grouped = {session: grouped[session]}
-    if not grouped:
-        names = [p.name for p in files[:5]]
-        raise DataError(f"{root}: no videos named {pattern}; video files there: "
-                        f"{names or 'none'}")
-    problems, sessions = [], []
-    for name in sorted(grouped):
-        views = grouped[name]
-        missing = [v for v in view_names if v not in views]
-        if missing:
-            problems.append(f"session {name!r}: no video for view(s) {missing} (expected "
-                            f"{', '.join(f'{name}_{v}.mp4' for v in missing)}; found "
-                            f"{', '.join(p.name for p in views.values())})")
-            continue
-        infos = [probe_video(views[v]) for v in view_names]
-        counts = [info.num_frames for info in infos]
-        if len(set(counts)) > 1:
-            listed = ", ".join(f"{v} {c}" for v, c in zip(view_names, counts))
-            problems.append(f"session {name!r}: views out of sync, frame counts differ "
-                            f"({listed})")
-            continue
-        if counts[0] == 0:
-            problems.append(f"session {name!r}: the videos have no frames")
-            continue
-        sessions.append(VideoSession(name, list(view_names), infos))
-    if problems:
-        raise DataError(f"{root}: " + "; ".join(problems))
-    return sessions
 
 
 # ------------------------------------------------------------------------------ decoding
@@ -186,6 +106,8 @@ class SessionReader:
                 decoders.append(container.decode(stream))
             filled = 0
             for index, frames in enumerate(itertools.zip_longest(*decoders)):
+                if session.truncated and index == session.num_frames:
+                    break  # data.video_sync: truncate
                 for v, frame in enumerate(frames):
                     if frame is None:
                         raise DataError(
@@ -505,17 +427,6 @@ class SessionResult:
     calibration: Path | None = None
 
 
-def default_video_dir(config: Any) -> Path:
-    """``data.video_dir`` (else ``eval.test_videos_directory``) resolved against data_dir."""
-    from mvcore.data.project import resolve_data_dir
-
-    name = config.data.video_dir or config.eval.test_videos_directory
-    if not name:
-        raise ConfigError("the model's config has no data.video_dir; pass --videos DIR")
-    path = Path(os.path.expanduser(name))
-    return path if path.is_absolute() else resolve_data_dir(config) / path
-
-
 def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
                    session: str | None = None, out_dir: str | Path | None = None,
                    batch_size: int = 16, precision: str = "32", labeled_video: bool = False,
@@ -530,12 +441,7 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
     ``eval.confidence_thresh_for_vid``; ``calibration`` overrides the project's TOML."""
     from mvcore.data.csv_io import write_keypoints_csv
     from mvcore.geometry import load_calibration
-    from mvcore.predict.model_io import (
-        load_model,
-        load_model_config,
-        model_calibration,
-        resolve_checkpoint,
-    )
+    from mvcore.predict.model_io import load_model, load_model_config, resolve_checkpoint
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: expected one of {list(PRECISIONS)}")
@@ -544,19 +450,25 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
     ckpt = resolve_checkpoint(model_dir, checkpoint)
     view_names = list(config.data.view_names)
     keypoint_names = list(config.data.keypoint_names or [])
-    videos = Path(video_dir) if video_dir is not None else default_video_dir(config)
+    videos = Path(video_dir) if video_dir is not None else prediction_video_dir(config)
+    if videos is None:
+        raise ConfigError("the model's config names no videos (eval.test_videos_directory, "
+                          "data.video_dir); pass --videos DIR")
     out = Path(out_dir) if out_dir is not None else model_dir / "video_preds"
-    sessions = find_sessions(videos, view_names, session)
+    sessions = find_sessions(videos, view_names, session, sync=config.data.video_sync)
+    resolver = CalibrationResolver(config, view_names) if calibration is None else None
     if video_threshold is None:
         video_threshold = float(config.eval.confidence_thresh_for_vid)
 
     module = None
     results = []
     for item in sessions:
-        if calibration is not None:
+        found = None
+        if resolver is None:
             group, calib_file = load_calibration(calibration).select(view_names), Path(calibration)
         else:
-            group, calib_file = model_calibration(config, item.name, view_names)
+            found = resolver.for_session(item.name)
+            group, calib_file = (None, None) if not found else (found.group, found.path)
         outputs = session_outputs(out, item, group is not None, labeled_video)
         inputs = [ckpt] + [v.path for v in item.videos]
         if not overwrite and up_to_date(outputs, inputs):
@@ -579,9 +491,7 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
                               f"{item.videos[v].path.name} is {sizes[v].tolist()}; the 3D "
                               "points will be wrong", stacklevel=2)
         else:
-            log(f"session {item.name}: no calibration (looked for calibrations/{item.name}.toml,"
-                " data.calibration_file and calibration.toml in the data directory): 2D "
-                "predictions only")
+            log(f"session {item.name}: no calibration ({found.reason}): 2D predictions only")
         cameras = group.to_tensors(dtype=torch.float64) if group is not None else None
         writers: list[LabeledVideoWriter] = []
         started = time.perf_counter()

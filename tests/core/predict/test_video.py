@@ -1,102 +1,33 @@
-"""Video prediction: session grouping, lockstep streaming, preprocessing, 3D, writers, skip."""
+"""Video prediction: lockstep streaming, preprocessing, 3D, writers, skip (sessions:
+``tests/core/data/test_sessions.py``)."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 import yaml
 from fake_plugins import TinyBackbonePlugin
+from videos import grey_frames, write_video
 
 from mvcore.data.csv_io import read_keypoints_csv
 from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD, load_image
+from mvcore.data.sessions import VideoSession, find_sessions
+from mvcore.data.videos import probe_video
 from mvcore.errors import DataError, MvcoreError
 from mvcore.geometry import CameraGroup, project_points
 from mvcore.predict import video as vid
 from mvcore.predict.model_io import load_model
 
 
-def _write_video(path: Path, frames: np.ndarray, fps: int = 10) -> Path:
-    """Lossless-enough H.264 (qp 0) or MPEG-4 video of uint8 ``frames (T, h, w, 3)``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        try:
-            stream = container.add_stream("libx264", rate=fps, options={"qp": "0"})
-        except (av.error.FFmpegError, ValueError):  # pragma: no cover - no libx264
-            stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def _grey_frames(count: int, size: int = 32, offset: int = 0) -> np.ndarray:
-    """Frame ``t`` is uniformly grey at level ``offset + 8 t`` (decodable identity)."""
-    levels = offset + 8 * np.arange(count)
-    return np.broadcast_to(levels[:, None, None, None], (count, size, size, 3)).astype(np.uint8)
-
-
-# -------------------------------------------------------------------------------- sessions
-@pytest.mark.parametrize(("stem", "expected"), [
-    ("s1_top", ("s1", "top")),
-    ("s1_mousetop", None),            # LP bug B12: a view name inside a word is no match
-    ("top", None),                    # no session part
-    ("day_2_cam_a", ("day_2", "cam_a")),
-    ("s1_side_top", ("s1_side", "top")),
-])
-def test_match_view_needs_a_whole_underscore_suffix(stem, expected):
-    assert vid.match_view(stem, ["top", "side", "cam_a"]) == expected
-
-
-def test_match_view_prefers_the_longest_view_name():
-    assert vid.match_view("s1_mouse_top", ["top", "mouse_top"]) == ("s1", "mouse_top")
-
-
-def test_find_sessions_groups_views_in_model_order(tmp_path):
-    for name in ("b_top", "b_side", "a_side", "a_top", "a_mousetop", "notes_top.txt"):
-        if name.endswith(".txt"):
-            (tmp_path / name).write_text("x")
-        else:
-            _write_video(tmp_path / f"{name}.mp4", _grey_frames(5))
-    sessions = vid.find_sessions(tmp_path, ["top", "side"])
-    assert [s.name for s in sessions] == ["a", "b"]
-    assert [v.path.name for v in sessions[0].videos] == ["a_top.mp4", "a_side.mp4"]
-    assert sessions[0].num_frames == 5
-    assert sessions[0].frame_sizes.tolist() == [[32, 32], [32, 32]]
-    only = vid.find_sessions(tmp_path, ["top", "side"], session="b")
-    assert [s.name for s in only] == ["b"]
-
-
-def test_find_sessions_names_missing_views_and_unsynchronised_counts(tmp_path):
-    _write_video(tmp_path / "s1_top.mp4", _grey_frames(5))
-    _write_video(tmp_path / "s1_mousetop.mp4", _grey_frames(5))  # must not stand in for 'top'
-    _write_video(tmp_path / "s2_top.mp4", _grey_frames(5))
-    _write_video(tmp_path / "s2_side.mp4", _grey_frames(4))
-    with pytest.raises(DataError) as info:
-        vid.find_sessions(tmp_path, ["top", "side"])
-    message = str(info.value)
-    assert "session 's1'" in message and "s1_side.mp4" in message
-    assert "session 's2'" in message and "top 5" in message and "side 4" in message
-    with pytest.raises(DataError, match="sessions found"):
-        vid.find_sessions(tmp_path, ["top", "side"], session="s3")
-    with pytest.raises(DataError, match="no videos named"):
-        vid.find_sessions(tmp_path, ["front", "back"])
-
-
 # ------------------------------------------------------------------------------- streaming
 def test_reader_decodes_views_in_lockstep_in_batches(tmp_path):
-    _write_video(tmp_path / "s_a.mp4", _grey_frames(10, offset=0))
-    _write_video(tmp_path / "s_b.mp4", _grey_frames(10, offset=100))
-    (session,) = vid.find_sessions(tmp_path, ["a", "b"])
+    write_video(tmp_path / "s_a.mp4", grey_frames(10, offset=0))
+    write_video(tmp_path / "s_b.mp4", grey_frames(10, offset=100))
+    (session,) = find_sessions(tmp_path, ["a", "b"])
     seen = []
     for frames in vid.SessionReader(session, batch_size=4):
         assert frames.shape[1:] == (2, 32, 32, 3)  # one buffer when the views share a size
@@ -109,9 +40,9 @@ def test_reader_decodes_views_in_lockstep_in_batches(tmp_path):
 
 
 def test_reader_gives_views_of_different_sizes_as_a_list(tmp_path):
-    _write_video(tmp_path / "s_a.mp4", _grey_frames(3, size=32))
-    _write_video(tmp_path / "s_b.mp4", _grey_frames(3, size=48, offset=50))
-    (session,) = vid.find_sessions(tmp_path, ["a", "b"])
+    write_video(tmp_path / "s_a.mp4", grey_frames(3, size=32))
+    write_video(tmp_path / "s_b.mp4", grey_frames(3, size=48, offset=50))
+    (session,) = find_sessions(tmp_path, ["a", "b"])
     (frames,) = list(vid.SessionReader(session, batch_size=8))
     assert [f.shape for f in frames] == [(3, 32, 32, 3), (3, 48, 48, 3)]
     images = vid.frames_to_model_input(frames, (16, 16))
@@ -121,11 +52,11 @@ def test_reader_gives_views_of_different_sizes_as_a_list(tmp_path):
 
 
 def test_reader_reports_a_view_that_ends_early(tmp_path):
-    _write_video(tmp_path / "s_a.mp4", _grey_frames(6))
-    _write_video(tmp_path / "s_b.mp4", _grey_frames(4))
-    infos = [vid.probe_video(tmp_path / f"s_{v}.mp4") for v in "ab"]
+    write_video(tmp_path / "s_a.mp4", grey_frames(6))
+    write_video(tmp_path / "s_b.mp4", grey_frames(4))
+    infos = [probe_video(tmp_path / f"s_{v}.mp4") for v in "ab"]
     infos[1].num_frames = 6  # pretend the header lied
-    session = vid.VideoSession("s", ["a", "b"], infos)
+    session = VideoSession("s", ["a", "b"], infos, num_frames=6)
     with pytest.raises(DataError, match="s_b.mp4 ended after 4 frames"):
         list(vid.SessionReader(session, batch_size=3))
 
@@ -296,7 +227,7 @@ def model_dir(tmp_path, monkeypatch):
     save_calibration(_rig(size=(64, 48)), data / "calibration.toml")
     rng = np.random.default_rng(3)
     for v in views:
-        _write_video(data / "videos" / f"s1_{v}.mp4",
+        write_video(data / "videos" / f"s1_{v}.mp4",
                      (rng.random((9, 48, 64, 3)) * 255).astype(np.uint8))
     old = 1_000_000_000  # the checkpoint is older than anything written later
     os.utime(out / "checkpoints" / "best.ckpt", (old, old))
