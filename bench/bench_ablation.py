@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from mvcore.config import load_config
-from mvcore.data.example import make_example_project
+from mvcore.example import make_example_project
 from mvcore.predict.video import predict_videos
 from mvcore.workflow import train
 

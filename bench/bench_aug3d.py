@@ -1,6 +1,6 @@
 """Benchmark of mv-aug3d's 3D augmentation: image/label agreement per fit model, throughput.
 
-1. Agreement: ``mvcore.data.example.make_example_project`` renders a Gaussian blob of a
+1. Agreement: ``mvcore.example.make_example_project`` renders a Gaussian blob of a
    distinct colour exactly at every label. Each labelled frame is augmented (several draws)
    with each fit model; each blob is located in the warped image (colour-matched, mean-shift
    weighted centroid) and compared with the augmented label (the exact 3D-consistent target).
@@ -31,7 +31,7 @@ from PIL import Image
 
 from mvcore import Context
 from mvcore.data.bbox import frame_to_model
-from mvcore.data.example import make_example_project, marker_colors
+from mvcore.example import make_example_project, marker_colors
 from mvcore.geometry import CameraTensors, load_calibration, rodrigues_to_matrix
 
 FITS = ("similarity", "affine", "homography")

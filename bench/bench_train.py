@@ -30,7 +30,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mvcore_bench_"))
     config_path = args.config
     if config_path == "example":
-        from mvcore.data.example import make_example_project
+        from mvcore.example import make_example_project
 
         config_path = make_example_project(workdir / "example")
     config = load_config(config_path, args.overrides)

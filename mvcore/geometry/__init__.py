@@ -1,22 +1,28 @@
-"""Camera geometry: anipose calibration I/O (numpy) and batched differentiable torch ops."""
+"""Camera geometry, the public import path of its modules:
 
-from mvcore.geometry.calibration import (
-    CameraGroup,
-    CameraTensors,
-    load_calibration,
-    rodrigues_to_matrix_np,
-    save_calibration,
-)
-from mvcore.geometry.camera import (
-    camera_pairs,
+- ``cameras``: ``CameraGroup`` (numpy rig) and ``CameraTensors`` (torch rig);
+- ``anipose``: anipose calibration TOML files, ``load_calibration`` / ``save_calibration``;
+- ``rotations``: Rodrigues vectors -> rotation matrices, torch and numpy;
+- ``projection``: batched differentiable distortion, undistortion, projection, reprojection
+  error (torch);
+- ``triangulation``: batched differentiable DLT triangulation (all views, camera pairs) and
+  refinement (torch).
+"""
+
+from mvcore.geometry.anipose import load_calibration, save_calibration
+from mvcore.geometry.cameras import CameraGroup, CameraTensors
+from mvcore.geometry.projection import (
     distort_normalized,
     project_points,
-    refine_points,
     reprojection_error,
-    rodrigues_to_matrix,
+    undistort_points,
+)
+from mvcore.geometry.rotations import rodrigues_to_matrix, rodrigues_to_matrix_np
+from mvcore.geometry.triangulation import (
+    camera_pairs,
+    refine_points,
     triangulate,
     triangulate_pairs,
-    undistort_points,
 )
 
 __all__ = [

@@ -78,7 +78,7 @@ def _train_ddp(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_in_sync(tmp_path):
-    from mvcore.data.example import make_example_project
+    from mvcore.example import make_example_project
 
     make_example_project(tmp_path / "proj", seed=0, num_frames=32, image_size=64,
                          label_every=1)

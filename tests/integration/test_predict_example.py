@@ -18,7 +18,7 @@ from mvcore.cli import main as cli
 from mvcore.cli.commands import evaluate_cmd, predict_cmd
 from mvcore.config.load import load_config
 from mvcore.data.csv_io import read_keypoints_csv
-from mvcore.data.example import make_example_project
+from mvcore.example import make_example_project
 from mvcore.workflow import train
 
 pytestmark = pytest.mark.slow

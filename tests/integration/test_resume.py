@@ -20,7 +20,7 @@ import torch
 
 import mvcore.training.fit as fit_module
 from mvcore.config.load import load_config
-from mvcore.data.example import make_example_project
+from mvcore.example import make_example_project
 from mvcore.workflow import train
 
 pytestmark = pytest.mark.slow

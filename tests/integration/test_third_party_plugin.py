@@ -261,7 +261,7 @@ def installed(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    from mvcore.data.example import make_example_project
+    from mvcore.example import make_example_project
 
     root = tmp_path_factory.mktemp("example")
     make_example_project(root)

@@ -8,7 +8,7 @@ import yaml
 
 from mvcore.cli.main import main
 from mvcore.data.csv_io import read_keypoints_csv
-from mvcore.data.example import make_example_project
+from mvcore.example import make_example_project
 
 pytestmark = pytest.mark.slow
 

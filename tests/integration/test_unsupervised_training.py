@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mvcore.config.load import load_config
-from mvcore.data.example import make_example_project
+from mvcore.example import make_example_project
 from mvcore.workflow import train
 
 pytestmark = pytest.mark.slow

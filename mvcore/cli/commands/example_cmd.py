@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mvcore.data.example import make_example_project
+    from mvcore.example import make_example_project
 
     config_path = make_example_project(args.directory, seed=args.seed)
     print(f"wrote example project; config: {config_path}")

@@ -12,7 +12,6 @@ from videos import grey_frames, write_video
 
 from mvcore.config.load import load_config
 from mvcore.data.datamodule import MultiviewDataModule
-from mvcore.data.example import make_example_project
 from mvcore.data.project import MultiviewProject
 from mvcore.data.sessions import (
     CalibrationResolver,
@@ -24,6 +23,7 @@ from mvcore.data.sessions import (
 from mvcore.data.unlabeled import UnlabeledClipDataset
 from mvcore.data.videos import match_view
 from mvcore.errors import DataError
+from mvcore.example import make_example_project
 
 
 @pytest.mark.parametrize(("stem", "expected"), [

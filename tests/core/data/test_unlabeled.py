@@ -11,10 +11,10 @@ import torch
 from mvcore.config.load import load_config
 from mvcore.contracts import ClipBatch
 from mvcore.data.datamodule import MultiviewDataModule
-from mvcore.data.example import make_example_project
 from mvcore.data.project import MultiviewProject
 from mvcore.data.unlabeled import UnlabeledClipDataset, decode_clip
 from mvcore.errors import DataError
+from mvcore.example import make_example_project
 
 T, FRAMES = 6, 40
 SIZE = ["data.image_resize_dims.height=32", "data.image_resize_dims.width=48"]

@@ -11,9 +11,9 @@ import yaml
 
 from mvcore.config.load import load_config
 from mvcore.data.csv_io import write_keypoints_csv
-from mvcore.data.example import make_example_project
 from mvcore.data.project import MultiviewProject
 from mvcore.errors import DataError
+from mvcore.example import make_example_project
 from mvcore.predict.evaluate import evaluate_model, format_report, frame_numbers, pck
 
 

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from mvcore.context import Context
 from mvcore.data.bbox import frame_to_model, model_to_frame
-from mvcore.data.example import make_example_project
 from mvcore.errors import ConfigError
+from mvcore.example import make_example_project
 from mvcore.geometry import CameraTensors, load_calibration, project_points, triangulate
 from mvcore.testing import check_augmenter
 

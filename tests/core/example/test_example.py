@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from mvcore.config.load import load_config
-from mvcore.data.example import KEYPOINT_NAMES, make_example_project
+from mvcore.example import KEYPOINT_NAMES, make_example_project
 from mvcore.geometry import load_calibration, project_points, triangulate
 
 NUM_FRAMES = 120

@@ -1,4 +1,4 @@
-"""Anipose calibration I/O: loading, validation errors, round trips, selection, tensors."""
+"""Anipose calibration files: loading, validation errors, round trips."""
 
 from __future__ import annotations
 
@@ -6,51 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from camera_rigs import GOOD_CAM, two_cams, write_toml
 
 from mvcore.errors import DataError
-from mvcore.geometry import (
-    CameraGroup,
-    CameraTensors,
-    load_calibration,
-    rodrigues_to_matrix,
-    rodrigues_to_matrix_np,
-    save_calibration,
-)
+from mvcore.geometry import CameraGroup, load_calibration, save_calibration
 
 MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 
-GOOD_CAM = """
-[cam_{i}]
-name = "{name}"
-size = [ 1280, 1024,]
-matrix = [ [ 800.0, 0.5, 640.0,], [ 0.0, 810.0, 512.0,], [ 0.0, 0.0, 1.0,],]
-distortions = [ -0.25, 0.01, 0.001, -0.002, 0.0,]
-rotation = [ 0.1, -0.2, 0.3,]
-translation = [ 1.0, 2.0, 30.0,]
-"""
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "calibration.toml"
-    path.write_text(text)
-    return path
-
-
-def _two_cams(**replace: str) -> str:
-    """Two good cameras; ``replace`` maps a line prefix of cam_1 (e.g. 'matrix') to a new line."""
-    cam1 = GOOD_CAM.format(i=1, name="b")
-    for key, line in replace.items():
-        lines = cam1.splitlines()
-        lines = [line if ln.startswith(f"{key} =") else ln for ln in lines]
-        if line == "":
-            lines = [ln for ln in lines if ln]
-        cam1 = "\n".join(lines) + "\n"
-    return GOOD_CAM.format(i=0, name="a") + cam1 + "\n[metadata]\n"
-
 
 def test_load_good_file(tmp_path: Path) -> None:
-    group = load_calibration(_write(tmp_path, _two_cams()))
+    group = load_calibration(write_toml(tmp_path, two_cams()))
     assert group.names == ["a", "b"]
     assert group.num_views == 2
     assert group.sizes.shape == (2, 2) and group.intrinsics.shape == (2, 3, 3)
@@ -80,8 +45,8 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_short_distortions_are_padded(tmp_path: Path) -> None:
-    text = _two_cams(distortions="distortions = [ -0.1, 0.02, 0.001, 0.002,]")
-    group = load_calibration(_write(tmp_path, text))
+    text = two_cams(distortions="distortions = [ -0.1, 0.02, 0.001, 0.002,]")
+    group = load_calibration(write_toml(tmp_path, text))
     np.testing.assert_array_equal(group.distortions[1], [-0.1, 0.02, 0.001, 0.002, 0.0])
 
 
@@ -106,7 +71,7 @@ def test_short_distortions_are_padded(tmp_path: Path) -> None:
     ],
 )
 def test_malformed_values(tmp_path: Path, key: str, line: str, expect: str) -> None:
-    path = _write(tmp_path, _two_cams(**{key: line}))
+    path = write_toml(tmp_path, two_cams(**{key: line}))
     with pytest.raises(DataError) as info:
         load_calibration(path)
     msg = str(info.value)
@@ -117,7 +82,7 @@ def test_malformed_values(tmp_path: Path, key: str, line: str, expect: str) -> N
     "key", ["name", "size", "matrix", "distortions", "rotation", "translation"]
 )
 def test_missing_key(tmp_path: Path, key: str) -> None:
-    path = _write(tmp_path, _two_cams(**{key: ""}))
+    path = write_toml(tmp_path, two_cams(**{key: ""}))
     with pytest.raises(DataError, match=rf"\[cam_1\] key '{key}'"):
         load_calibration(path)
 
@@ -131,63 +96,18 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_bad_toml_and_structure(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not a valid TOML"):
-        load_calibration(_write(tmp_path, "[cam_0\nname = 'a'"))
+        load_calibration(write_toml(tmp_path, "[cam_0\nname = 'a'"))
     with pytest.raises(DataError, match="no \\[cam_N\\] tables"):
-        load_calibration(_write(tmp_path, "[metadata]\n"))
+        load_calibration(write_toml(tmp_path, "[metadata]\n"))
     with pytest.raises(DataError, match="cam_0"):
-        load_calibration(_write(tmp_path, GOOD_CAM.format(i=1, name="a")))
+        load_calibration(write_toml(tmp_path, GOOD_CAM.format(i=1, name="a")))
     with pytest.raises(DataError, match="fisheye"):
-        load_calibration(_write(tmp_path, GOOD_CAM.format(i=0, name="a") + "fisheye = true\n"))
+        load_calibration(write_toml(tmp_path, GOOD_CAM.format(i=0, name="a") + "fisheye = true\n"))
 
 
 def test_cam_order_is_numeric(tmp_path: Path) -> None:
     text = "".join(GOOD_CAM.format(i=i, name=f"v{i}") for i in (10, 2, 0, 1, 3, 4, 5, 6, 7, 8, 9))
-    assert load_calibration(_write(tmp_path, text)).names == [f"v{i}" for i in range(11)]
-
-
-def test_select(tmp_path: Path) -> None:
-    group = load_calibration(_write(tmp_path, _two_cams()))
-    sub = group.select(["b", "a"])
-    assert sub.names == ["b", "a"]
-    np.testing.assert_array_equal(sub.intrinsics, group.intrinsics[::-1])
-    np.testing.assert_array_equal(sub.extrinsics(), group.extrinsics()[::-1])
-    assert group.select(["b"]).num_views == 1
-    with pytest.raises(DataError) as info:
-        group.select(["a", "front"])
-    assert "front" in str(info.value) and "['a', 'b']" in str(info.value)
-    with pytest.raises(DataError, match="duplicate"):
-        group.select(["a", "a"])
-
-
-def test_rotations_and_tensors(tmp_path: Path) -> None:
-    group = load_calibration(_write(tmp_path, _two_cams()))
-    rot = group.rotation_matrices()
-    np.testing.assert_allclose(
-        rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-12
-    )
-    torch_rot = rodrigues_to_matrix(torch.as_tensor(group.rotations))
-    np.testing.assert_allclose(torch_rot.numpy(), rot, atol=1e-12)
-    ext = group.extrinsics()
-    assert ext.shape == (2, 3, 4)
-    np.testing.assert_array_equal(ext[:, :, 3], group.translations)
-    cams = group.to_tensors()
-    assert isinstance(cams, CameraTensors) and cams.num_views == 2
-    assert cams.intrinsics.dtype == torch.float32
-    assert cams.intrinsics.shape == (2, 3, 3) and cams.extrinsics.shape == (2, 3, 4)
-    assert cams.distortions.shape == (2, 5)
-    c64 = cams.to(dtype=torch.float64)
-    assert (
-        c64.extrinsics.dtype == torch.float64 and c64.intrinsics.device == cams.intrinsics.device
-    )
-    with pytest.raises(ValueError, match="CameraTensors"):
-        CameraTensors(cams.intrinsics, cams.intrinsics, cams.distortions)
-
-
-def test_rodrigues_np_small_angle() -> None:
-    r = np.array([[0.0, 0.0, 0.0], [1e-9, -2e-9, 0.0], [0.0, 0.0, np.pi / 2]])
-    mats = rodrigues_to_matrix_np(r)
-    np.testing.assert_allclose(mats[0], np.eye(3))
-    np.testing.assert_allclose(mats[2], [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-15)
+    assert load_calibration(write_toml(tmp_path, text)).names == [f"v{i}" for i in range(11)]
 
 
 @pytest.mark.skipif(not MOUSE4CAM.is_dir(), reason="mouse4cam data not available")
