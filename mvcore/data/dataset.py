@@ -133,7 +133,7 @@ class MultiviewDataset(Dataset):
         self._sizes = project.image_sizes[idx]
         self._calibrated = project.calibration_index[idx] >= 0
         self._cameras = project.row_cameras(idx, dtype=torch.float32)
-        points_3d, _, _ = triangulate_keypoints(project, idx)  # one batched call, all rows
+        points_3d = triangulate_keypoints(project, idx).points  # one batched call
         self._points_3d = torch.as_tensor(points_3d, dtype=torch.float32)
         self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -12,16 +12,17 @@ Metrics, per split (the ``set`` column: train / validation / test / unused; ``al
 - PCK: the fraction of labelled points whose prediction lies within 5, 10 and 20 px, and
   within 5 % of the bbox diagonal (``PCK@0.05diag``; the bbox is the whole frame when the
   project has no bbox CSVs); a missing prediction counts as a miss;
-- reprojection error: predictions triangulated per row with the row's calibration exactly as
-  ``mvcore predict`` does (confidence-weighted DLT over the views with confidence >= the
-  threshold), reprojected into the views used (px);
+- prediction reprojection error (``docs/metrics.md``): predictions triangulated per row with
+  the row's calibration by ``mvcore.data.triangulate.triangulate_predictions``, as
+  ``mvcore predict`` and the training report do, reprojected into the views used (px);
 - 3D error (world units, mm in the example) where a ground-truth file exists
   (``ground_truth_3d.csv``: ``frame`` + ``<kp>_x/_y/_z``): labelled rows are matched to
   frames by the number at the end of the image file name (``img0042.png`` -> frame 42). The
   triangulated labels get the same metric as a reference floor.
 
-Written to ``MODEL_DIR/eval/``: ``pixel_error.csv``, ``pck.csv``, ``reprojection_error.csv``,
-``error_3d.csv`` (with ground truth) and ``summary.csv`` (metric, value).
+Written to ``MODEL_DIR/eval/``: ``pixel_error.csv``, ``pck.csv``,
+``prediction_reprojection_error.csv``, ``error_3d.csv`` (with ground truth) and
+``summary.csv`` (metric, value).
 """
 
 from __future__ import annotations
@@ -243,9 +244,12 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
 
     from mvcore.data.project import MultiviewProject
     from mvcore.data.sessions import resolve_data_dir
-    from mvcore.data.triangulate import triangulate_keypoints
+    from mvcore.data.triangulate import (
+        DEFAULT_CONFIDENCE_THRESHOLD,
+        triangulate_keypoints,
+        triangulate_predictions,
+    )
     from mvcore.predict.model_io import load_model_config
-    from mvcore.predict.video import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions
 
     model_dir = Path(model_dir)
     config = load_model_config(model_dir)
@@ -276,9 +280,9 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
     points_3d = None
     if calibrated.any():
         cams = project.row_cameras(dtype=torch.float64)
-        tri = triangulate_predictions(pred, np.nan_to_num(conf, nan=1.0), cams, threshold)
-        points_3d = np.where(calibrated[:, None, None], tri["points"], np.nan)
-        reprojection = _reprojection_table(tri["view_errors"], tri["ncams"], calibrated, masks,
+        tri = triangulate_predictions(pred, cams, np.nan_to_num(conf, nan=1.0), threshold)
+        points_3d = np.where(calibrated[:, None, None], tri.points, np.nan)
+        reprojection = _reprojection_table(tri.view_errors, tri.ncams, calibrated, masks,
                                            views)
     gt_path = Path(ground_truth_3d) if ground_truth_3d else \
         resolve_data_dir(config) / "ground_truth_3d.csv"
@@ -289,7 +293,7 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
         found = np.array([f in truth_by_frame for f in numbers])
         if found.any():
             truth[found] = np.stack([truth_by_frame[f] for f in numbers[found]])
-            label_points, _, _ = triangulate_keypoints(project)
+            label_points = triangulate_keypoints(project).points
             error_3d = _error_3d_table(points_3d, label_points, truth, masks, keypoints)
         else:
             warnings.warn(f"{gt_path}: no labelled image maps to a frame of the file "
@@ -304,8 +308,8 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
     result = EvaluationResult(pixel, pck_table, reprojection, error_3d, summary, main)
     out = Path(out_dir) if out_dir is not None else model_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"pixel_error": pixel, "pck": pck_table, "reprojection_error": reprojection,
-              "error_3d": error_3d}
+    tables = {"pixel_error": pixel, "pck": pck_table,
+              "prediction_reprojection_error": reprojection, "error_3d": error_3d}
     for name, table in tables.items():
         if table is not None:
             table.to_csv(out / f"{name}.csv", index=False)
@@ -328,7 +332,7 @@ def _summary(pixel: Any, pck_table: Any, reprojection: Any | None,
         summary[f"{row.split}_pck@{row.threshold}"] = row.pck
     if reprojection is not None:
         for row in reprojection[reprojection.view == "all"].itertuples():
-            summary[f"{row.split}_reprojection_error_median"] = row.median
+            summary[f"{row.split}_prediction_reprojection_error_median"] = row.median
             summary[f"{row.split}_fraction_triangulated"] = row.fraction_triangulated
     if error_3d is not None:
         for row in error_3d[error_3d.keypoint == "all"].itertuples():

@@ -94,14 +94,16 @@ def _write_error_csv(path: Path, index: list[str], keypoint_names: list[str],
 def summarise(errors: np.ndarray, split_of_row: list[str], name: str = "pixel_error",
               with_mean: bool = True) -> dict[str, float]:
     """Mean (optional: one degenerate triangulation dominates a mean of reprojection errors)
-    and median of ``errors (n, ...)`` per split, NaN ignored."""
+    and median of ``errors (n, ...)`` per split that has rows, NaN ignored; NaN when a split
+    has no finite value (nothing to measure is not an error of 0)."""
     summary = {}
     splits = np.asarray(split_of_row)
     for split in ("train", "validation", "test"):
         chosen = errors[splits == split]
+        if not chosen.size:
+            continue
         finite = chosen[np.isfinite(chosen)]
-        if finite.size:
-            if with_mean:
-                summary[f"{split}_{name}_mean"] = float(finite.mean())
-            summary[f"{split}_{name}_median"] = float(np.median(finite))
+        if with_mean:
+            summary[f"{split}_{name}_mean"] = float(finite.mean()) if finite.size else np.nan
+        summary[f"{split}_{name}_median"] = float(np.median(finite)) if finite.size else np.nan
     return summary

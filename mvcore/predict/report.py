@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mvcore.geometry import reprojection_error, triangulate
+from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions
 from mvcore.predict.labeled import (
     pixel_errors,
     predict_rows,
@@ -66,10 +66,15 @@ def write_report(module: Any, data_module: Any, project: Any, model_dir: Path,
     metrics = {**baseline, **summarise(errors, sets)}
     per_keypoint: dict[str, np.ndarray] = {}
     if project.has_calibration:
-        reprojection = _reprojection_errors(project, predictions)
-        per_keypoint["reprojection"] = reprojection
-        metrics.update(summarise(reprojection, sets, name="reprojection_error",
+        reprojection, ncams = _reprojection_errors(project, predictions)
+        per_keypoint["prediction_reprojection"] = reprojection
+        metrics.update(summarise(reprojection, sets, name="prediction_reprojection_error",
                                  with_mean=False))
+        splits = np.asarray(sets)
+        for split in ("train", "validation", "test"):
+            if (splits == split).any():
+                metrics[f"{split}_fraction_triangulated"] = float(
+                    (ncams[splits == split] >= 2).mean())
     per_keypoint.update(_loss_keypoint_errors(module, predictions))
     for name, values in per_keypoint.items():
         write_keypoint_metric(project, rows, values, sets, model_dir, f"{name}_error")
@@ -83,17 +88,18 @@ def write_report(module: Any, data_module: Any, project: Any, model_dir: Path,
     return metrics
 
 
-def _reprojection_errors(project: Any, predictions: dict[str, np.ndarray]) -> np.ndarray:
-    """Multi-view consistency of predictions ``(n, V, K)``: triangulate all views, reproject."""
+def _reprojection_errors(project: Any, predictions: dict[str, np.ndarray]
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The prediction reprojection error ``(n, V, K)`` of ``docs/metrics.md`` (the quantity
+    ``mvcore evaluate`` and ``mvcore predict`` report; NaN for rows without calibration) and
+    the views that took part ``(n, K)``."""
     rows = predictions["index"]
-    points = torch.as_tensor(predictions["keypoints"], dtype=torch.float64)
-    cams = [project.calibrations[i].to_tensors(dtype=torch.float64)
-            for i in project.calibration_index[rows]]
-    intrinsics = torch.stack([c.intrinsics for c in cams])
-    extrinsics = torch.stack([c.extrinsics for c in cams])
-    distortions = torch.stack([c.distortions for c in cams])
-    points_3d = triangulate(points, intrinsics, extrinsics, distortions)
-    return reprojection_error(points_3d, points, intrinsics, extrinsics, distortions).numpy()
+    result = triangulate_predictions(predictions["keypoints"],
+                                     project.row_cameras(rows, dtype=torch.float64),
+                                     predictions["confidences"], DEFAULT_CONFIDENCE_THRESHOLD)
+    calibrated = project.calibration_index[rows] >= 0
+    return (np.where(calibrated[:, None, None], result.view_errors, np.nan),
+            np.where(calibrated[:, None], result.ncams, 0))
 
 
 def _loss_keypoint_errors(module: Any, predictions: dict[str, np.ndarray]

@@ -16,11 +16,10 @@ likelihood in frame pixels, index ``0..T-1``); with a calibration ``<session>_3d
 ``center_0..2`` (zero), ``fnum``); with ``labeled_video`` ``labeled_videos/<session>_<view>_
 labeled.mp4``.
 
-3D: per frame and keypoint, DLT triangulation (``mvcore.geometry.triangulate``) over the views
-whose confidence is >= ``confidence_threshold`` (default 0.5, anipose's ``score_threshold``),
-each view's rows weighted by its confidence; ``_error`` = mean reprojection error (px) over
-the views used, ``_ncams`` = views used (0 and NaN point when fewer than 2), ``_score`` = the
-lowest confidence among the views used (anipose's definition).
+3D: ``mvcore.data.triangulate.triangulate_predictions`` per frame and keypoint (the views
+whose confidence is >= ``confidence_threshold``, default 0.5, weighted by confidence);
+``_error`` = mean reprojection error (px) over the views used, ``_ncams`` = views used (0 and
+NaN point when fewer than 2), ``_score`` = the lowest confidence among the views used.
 """
 
 from __future__ import annotations
@@ -46,10 +45,10 @@ from mvcore.data.sessions import (
     find_sessions,
     prediction_video_dir,
 )
+from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions
 from mvcore.errors import ConfigError, DataError
 
 __all__ = [
-    "DEFAULT_CONFIDENCE_THRESHOLD",
     "LabeledVideoWriter",
     "SessionReader",
     "draw_markers",
@@ -57,13 +56,10 @@ __all__ = [
     "keypoint_colors",
     "predict_session",
     "predict_videos",
-    "triangulate_predictions",
     "view_frames",
     "write_anipose_csv",
 ]
 
-#: triangulation drops views below this confidence (anipose's ``score_threshold`` default)
-DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 
 
@@ -188,42 +184,6 @@ def predict_frames(module: Any, images: torch.Tensor, frame_sizes: np.ndarray,
     bbox = torch.as_tensor(whole_image_bbox(frame_sizes), dtype=torch.float32, device=device)
     frame = model_to_frame(keypoints, bbox.expand(keypoints.shape[0], -1, -1), module.image_size)
     return frame.cpu(), confidences.cpu()
-
-
-def triangulate_predictions(keypoints: Any, confidences: Any, cameras: Any,
-                            threshold: float = DEFAULT_CONFIDENCE_THRESHOLD
-                            ) -> dict[str, np.ndarray]:
-    """Confidence-weighted DLT of 2D predictions (see module docstring), float64.
-
-    ``keypoints (..., V, K, 2)`` frame pixels, ``confidences (..., V, K)``, ``cameras`` a
-    ``CameraTensors`` broadcastable to ``(..., V, ...)``. Returns numpy ``points (..., K, 3)``,
-    ``errors (..., K)`` mean px over views used, ``view_errors (..., V, K)`` (NaN where
-    unused), ``ncams (..., K)`` int64, ``scores (..., K)`` (NaN where no 3D point)."""
-    from mvcore.geometry import reprojection_error, triangulate, undistort_points
-
-    points = torch.as_tensor(np.asarray(keypoints), dtype=torch.float64)
-    conf = torch.as_tensor(np.asarray(confidences), dtype=torch.float64)
-    intrinsics, extrinsics, distortions = (t.to(torch.float64) for t in (
-        cameras.intrinsics, cameras.extrinsics, cameras.distortions))
-    used = (conf >= threshold) & torch.isfinite(points).all(-1) & torch.isfinite(conf)
-    with torch.no_grad():
-        _, converged = undistort_points(points, intrinsics, distortions)
-        used &= converged
-        weights = torch.where(used, conf, torch.zeros_like(conf))
-        points_3d = triangulate(points, intrinsics, extrinsics, distortions, weights=weights)
-        used &= torch.isfinite(points_3d).all(-1).unsqueeze(-2)
-        masked = torch.where(used[..., None], points, torch.full_like(points, float("nan")))
-        view_errors = reprojection_error(points_3d, masked, intrinsics, extrinsics,
-                                         distortions)
-    ncams = used.sum(-2)
-    total = torch.where(used, view_errors, torch.zeros_like(view_errors)).sum(-2)
-    nan = torch.full_like(total, float("nan"))
-    errors = torch.where(ncams > 0, total / ncams.clamp(min=1), nan)
-    scores = torch.where(used, conf, torch.full_like(conf, float("inf"))).amin(-2)
-    scores = torch.where(ncams > 0, scores, nan)
-    return {"points": points_3d.numpy(), "errors": errors.numpy(),
-            "view_errors": view_errors.numpy(), "ncams": ncams.numpy().astype(np.int64),
-            "scores": scores.numpy()}
 
 
 # ------------------------------------------------------------------------------- writers
@@ -378,9 +338,9 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
             keypoints.append(kp.numpy())
             confidences.append(conf.numpy())
             if cameras is not None:
-                tri = triangulate_predictions(kp, conf, cameras, confidence_threshold)
+                tri = triangulate_predictions(kp, cameras, conf, confidence_threshold)
                 for name, chunks in parts.items():
-                    chunks.append(tri[name])
+                    chunks.append(getattr(tri, name))
             if video_writers:
                 shown = (conf >= video_threshold).numpy()
                 for v, writer in enumerate(video_writers):

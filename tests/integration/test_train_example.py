@@ -56,15 +56,19 @@ def test_prediction_csvs_have_dlc_header_likelihood_and_set_column(trained):
         assert coords_xy.shape == (20, 10, 2) and likelihood.shape == (20, 10)
         errors = pd.read_csv(trained / f"predictions_{view}_pixel_error.csv", index_col=0)
         assert list(errors.columns) == [*names, "set"]
-        assert (trained / f"predictions_{view}_reprojection_error.csv").is_file()
+        assert (trained / f"predictions_{view}_prediction_reprojection_error.csv").is_file()
         assert (trained / f"predictions_{view}_pca_multiview_error.csv").is_file()
 
 
 def test_metrics_include_untrained_baseline_and_reprojection_and_3d_losses_logged(trained):
     metrics = pd.read_csv(trained / "metrics.csv").set_index("metric")["value"]
     for name in ("untrained_pixel_error_mean", "train_pixel_error_mean",
-                 "validation_pixel_error_mean", "train_reprojection_error_median"):
+                 "validation_pixel_error_mean", "train_fraction_triangulated"):
         assert name in metrics and metrics[name] == metrics[name]  # present and not NaN
+    # the reprojection error exists where confident views were triangulated (a briefly
+    # trained model may have none: tests/core/predict/test_evaluate.py pins the quantity)
+    reprojected = metrics["train_prediction_reprojection_error_median"]
+    assert (reprojected == reprojected) == (metrics["train_fraction_triangulated"] > 0)
     log = pd.read_csv(trained / "logs" / "metrics.csv")
     pairwise = "train_supervised_pairwise_projections_loss_step"
     for column in ("train_heatmap_mse_loss_step", pairwise, "val_pixel_error",

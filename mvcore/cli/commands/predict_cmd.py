@@ -47,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD
     from mvcore.errors import ConfigError
-    from mvcore.predict.video import DEFAULT_CONFIDENCE_THRESHOLD, predict_videos
+    from mvcore.predict.video import predict_videos
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")

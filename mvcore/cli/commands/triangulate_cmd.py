@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if not project.has_calibration:
         raise DataError(f"{root}: no calibration found (calibration.toml or calibrations/*.toml)")
     result = triangulate_project(project)
-    write_triangulation_csv(project, result, args.out)
+    write_triangulation_csv(project, result["triangulation"], args.out)
     print(f"wrote {args.out} ({len(project)} frames x {len(project.keypoint_names)} keypoints)")
-    print("median reprojection error (px):")
+    print("median label reprojection error (px; docs/metrics.md):")
     for view, value in result["median_error_per_view"].items():
         print(f"  {view:>12s}  {value:7.2f}")
     return 0

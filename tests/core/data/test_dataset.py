@@ -326,7 +326,7 @@ def test_mouse4cam_item():
     item = dataset[1]
     assert item["images"].shape == (4, 3, 128, 128) and item["heatmaps"].shape == (4, 15, 32, 32)
     assert item["index"] == 59 and bool(item["has_calibration"])
-    expected = triangulate_project(project)["points"][59]
+    expected = triangulate_project(project)["triangulation"].points[59]
     torch.testing.assert_close(item["keypoints_3d"], torch.as_tensor(expected).float())
     scale = np.array([128 / 1280, 128 / 1024])  # pixel edges onto pixel edges
     expected_2d = (project.keypoints[59] + 0.5) * scale - 0.5

@@ -52,13 +52,14 @@ def mouse4cam():
 
 def test_mouse4cam_reprojection_errors_match_reference(mouse4cam):
     project, result = mouse4cam
-    assert result["points"].shape == (60, 15, 3)
-    assert result["errors"].shape == (60, 4, 15) and result["ncams"].shape == (60, 15)
+    tri = result["triangulation"]
+    assert tri.points.shape == (60, 15, 3)
+    assert tri.view_errors.shape == (60, 4, 15) and tri.ncams.shape == (60, 15)
     for name, expected in M4C_MEDIANS.items():
         assert result["median_error_per_view"][name] == pytest.approx(expected, rel=0.05), name
-    assert np.isfinite(result["points"]).all()  # every (frame, keypoint) is in >= 3 views
-    assert result["ncams"].min() == 3 and result["ncams"].sum() == 3290
-    assert np.isfinite(result["errors"]).sum() == 3290
+    assert np.isfinite(tri.points).all()  # every (frame, keypoint) is in >= 3 views
+    assert tri.ncams.min() == 3 and tri.ncams.sum() == 3290
+    assert np.isfinite(tri.view_errors).sum() == 3290
 
 
 def _rodrigues(r: np.ndarray) -> np.ndarray:
@@ -88,14 +89,15 @@ def _project_opencv(points: np.ndarray, cam: dict) -> np.ndarray:
 
 def test_mouse4cam_csv_reprojected_by_an_independent_camera_model(mouse4cam, tmp_path):
     project, result = mouse4cam
+    tri = result["triangulation"]
     path = tmp_path / "points3d.csv"
-    write_triangulation_csv(project, result, path)
+    write_triangulation_csv(project, tri, path)
     frame = pd.read_csv(path)
     assert frame["fnum"].tolist() == list(range(60))
     names = project.keypoint_names
     points = np.stack([frame[[f"{k}_x", f"{k}_y", f"{k}_z"]].to_numpy() for k in names], axis=1)
-    np.testing.assert_allclose(points, result["points"], rtol=1e-12)
-    np.testing.assert_array_equal(frame[[f"{k}_ncams" for k in names]], result["ncams"])
+    np.testing.assert_allclose(points, tri.points, rtol=1e-12)
+    np.testing.assert_array_equal(frame[[f"{k}_ncams" for k in names]], tri.ncams)
 
     with open(MOUSE4CAM / "calibration.toml", "rb") as handle:
         toml = tomllib.load(handle)
@@ -118,7 +120,8 @@ def test_mouse4cam_csv_reprojected_by_an_independent_camera_model(mouse4cam, tmp
     assert np.median(everything) == pytest.approx(M4C_MEDIANS["all"], rel=0.05)
     # the CSV error column is the mean over the views used
     errors = frame[[f"{k}_error" for k in names]].to_numpy()
-    np.testing.assert_allclose(errors, np.nanmean(result["errors"], axis=1), rtol=1e-12)
+    np.testing.assert_allclose(errors, np.nanmean(tri.view_errors, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(errors, tri.errors, rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -169,7 +172,8 @@ def _synthetic(root: Path, n: int = 5):
 def test_exact_labels_triangulate_exactly_and_degenerate_rows_are_nan(tmp_path):
     project, truth = _synthetic(tmp_path)
     result = triangulate_project(project)
-    points, ncams, errors = result["points"], result["ncams"], result["errors"]
+    tri = result["triangulation"]
+    points, ncams, errors = tri.points, tri.ncams, tri.view_errors
     finite = np.isfinite(points).all(-1)
     assert finite.tolist() == [[True] * 4, [True] * 4, [False] * 4, [True, True, False, True],
                                [True] * 4]  # fmt: skip
@@ -182,10 +186,11 @@ def test_exact_labels_triangulate_exactly_and_degenerate_rows_are_nan(tmp_path):
 
 def test_uncalibrated_rows_are_nan_and_subsets_match(tmp_path):
     project, _ = _synthetic(tmp_path)
-    full = triangulate_project(project)["points"]
-    subset, _, _ = triangulate_keypoints(project, np.array([4, 0]))
+    full = triangulate_project(project)["triangulation"].points
+    subset = triangulate_keypoints(project, np.array([4, 0])).points
     np.testing.assert_array_equal(subset, full[[4, 0]])
     project.calibration_index[0] = -1
-    points, errors, ncams = triangulate_keypoints(project)
+    tri = triangulate_keypoints(project)
+    points, errors, ncams = tri.points, tri.view_errors, tri.ncams
     assert np.isnan(points[0]).all() and np.isnan(errors[0]).all() and (ncams[0] == 0).all()
     np.testing.assert_array_equal(points[4], full[4])

@@ -87,13 +87,13 @@ def test_exact_predictions_score_perfectly(example, tmp_path):
     s = result.summary
     assert s["test_pixel_error_mean"] == pytest.approx(0.0, abs=1e-6)
     assert s["all_pck@5px"] == 1.0 and s["all_pck@0.05diag"] == 1.0
-    assert s["all_reprojection_error_median"] == pytest.approx(0.0, abs=1e-4)
+    assert s["all_prediction_reprojection_error_median"] == pytest.approx(0.0, abs=1e-4)
     assert s["all_fraction_triangulated"] == 1.0
     # 3D ground truth: frames found from img<NNNN>, predictions and labels both exact
     assert s["all_3d_error_mean"] == pytest.approx(0.0, abs=1e-3)
     assert s["all_3d_error_of_labels_mean"] == pytest.approx(0.0, abs=1e-3)
     assert result.main_split == "test"
-    for name in ("pixel_error", "pck", "reprojection_error", "error_3d", "summary"):
+    for name in ("pixel_error", "pck", "prediction_reprojection_error", "error_3d", "summary"):
         assert (model / "eval" / f"{name}.csv").is_file()
     text = format_report(result)
     assert "test split" in text and "tail_tip" in text and "cam_b" in text
@@ -123,7 +123,7 @@ def test_known_offsets_give_known_errors(example, tmp_path):
     assert pck_table[("validation", "cam_b", "10px")] == 1.0
     assert pck_table[("validation", "cam_c", "20px")] == 0.0
     # inconsistent views: the triangulation cannot agree with all of them
-    assert result.summary["validation_reprojection_error_median"] > 1.0
+    assert result.summary["validation_prediction_reprojection_error_median"] > 1.0
     assert result.summary["validation_3d_error_mean"] > 1.0
     assert result.summary["validation_3d_error_of_labels_mean"] == pytest.approx(0.0, abs=1e-3)
 
@@ -151,3 +151,31 @@ def test_explicit_csvs_and_errors(example, tmp_path):
     assert pd.read_csv(tmp_path / "out" / "summary.csv").shape[1] == 2
     with pytest.raises(DataError, match="one prediction CSV per view"):
         evaluate_model(model, csv_files=files[:2])
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.3])
+def test_training_report_and_evaluate_report_one_reprojection_error(example, tmp_path,
+                                                                    confidence):
+    from mvcore.predict.labeled import summarise
+    from mvcore.predict.report import _reprojection_errors
+
+    config_path, project = example
+    predictions = _filled_labels(project)
+    predictions[:, 0] += np.random.default_rng(4).normal(0, 2.0, predictions[:, 0].shape)
+    sets = ["test"] * len(project)
+    model = _model_dir(tmp_path, config_path)
+    _write_predictions(model, project, predictions, sets, confidence=confidence)
+    evaluated = evaluate_model(model).summary
+    errors, ncams = _reprojection_errors(project, {
+        "keypoints": predictions, "index": np.arange(len(project)),
+        "confidences": np.full(predictions.shape[:-1], confidence)})
+    reported = summarise(errors, sets, name="prediction_reprojection_error", with_mean=False)
+    assert evaluated["test_fraction_triangulated"] == float((ncams >= 2).mean())
+    if confidence < 0.5:  # no view is confident enough: nothing to triangulate, no error
+        assert evaluated["test_fraction_triangulated"] == 0.0
+        assert np.isnan(reported["test_prediction_reprojection_error_median"])
+        assert np.isnan(evaluated["test_prediction_reprojection_error_median"])
+    else:
+        value = reported["test_prediction_reprojection_error_median"]
+        assert value == pytest.approx(evaluated["test_prediction_reprojection_error_median"])
+        assert value > 0.5  # the noisy view disagrees with the others

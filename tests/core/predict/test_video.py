@@ -16,6 +16,7 @@ from videos import grey_frames, write_video
 from mvcore.data.csv_io import read_keypoints_csv
 from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD, load_image
 from mvcore.data.sessions import VideoSession, find_sessions
+from mvcore.data.triangulate import triangulate_predictions
 from mvcore.data.videos import probe_video
 from mvcore.errors import DataError, MvcoreError
 from mvcore.geometry import CameraGroup, project_points
@@ -127,18 +128,18 @@ def test_triangulation_drops_views_below_the_threshold(rig_points):
     uv[:, 0, 0] += 40.0        # view 0 of keypoint 0 is wrong ...
     conf[:, 0, 0] = 0.2        # ... and unsure: it must be left out
     conf[:, 1:, 2] = 0.1       # keypoint 2: only one confident view -> no 3D point
-    out = vid.triangulate_predictions(uv, conf, cams, threshold=0.5)
-    np.testing.assert_allclose(out["points"][:, :2], truth[:, :2], atol=1e-6)
-    assert np.isnan(out["points"][:, 2]).all()
-    assert out["ncams"][:, 0].tolist() == [3] * 5 and out["ncams"][:, 1].tolist() == [4] * 5
-    assert (out["ncams"][:, 2] == 0).all() and np.isnan(out["errors"][:, 2]).all()
-    assert np.nanmax(out["errors"]) < 1e-6
-    np.testing.assert_allclose(out["scores"][:, :2], 0.9)
-    assert np.isnan(out["view_errors"][:, 0, 0]).all()  # unused view: no error reported
-    everything = vid.triangulate_predictions(uv, conf, cams, threshold=0.0)
-    assert (everything["ncams"] == 4).all()
-    assert (everything["errors"][:, 0] > 1.0).all()  # the bad view now pulls the point off
-    np.testing.assert_allclose(everything["scores"][:, 0], 0.2)  # anipose: lowest used conf
+    out = triangulate_predictions(uv, cams, conf, threshold=0.5)
+    np.testing.assert_allclose(out.points[:, :2], truth[:, :2], atol=1e-6)
+    assert np.isnan(out.points[:, 2]).all()
+    assert out.ncams[:, 0].tolist() == [3] * 5 and out.ncams[:, 1].tolist() == [4] * 5
+    assert (out.ncams[:, 2] == 0).all() and np.isnan(out.errors[:, 2]).all()
+    assert np.nanmax(out.errors) < 1e-6
+    np.testing.assert_allclose(out.scores[:, :2], 0.9)
+    assert np.isnan(out.view_errors[:, 0, 0]).all()  # unused view: no error reported
+    everything = triangulate_predictions(uv, cams, conf, threshold=0.0)
+    assert (everything.ncams == 4).all()
+    assert (everything.errors[:, 0] > 1.0).all()  # the bad view now pulls the point off
+    np.testing.assert_allclose(everything.scores[:, 0], 0.2)  # anipose: lowest used conf
 
 
 def test_confidence_weights_favour_sure_views(rig_points):
@@ -146,9 +147,9 @@ def test_confidence_weights_favour_sure_views(rig_points):
     noisy = uv + np.random.default_rng(2).normal(0, 3.0, uv.shape) * np.array([1, 0, 0, 0])[
         None, :, None, None]  # only view 0 is noisy
     conf = np.ones(uv.shape[:-1])
-    equal = vid.triangulate_predictions(noisy, conf, cams, threshold=0.0)["points"]
+    equal = triangulate_predictions(noisy, cams, conf, threshold=0.0).points
     conf[:, 0] = 0.05
-    weighted = vid.triangulate_predictions(noisy, conf, cams, threshold=0.0)["points"]
+    weighted = triangulate_predictions(noisy, cams, conf, threshold=0.0).points
     assert np.linalg.norm(weighted - truth, axis=-1).mean() < \
         0.5 * np.linalg.norm(equal - truth, axis=-1).mean()
 
@@ -157,10 +158,10 @@ def test_anipose_csv_round_trips_and_loads_in_movement(tmp_path, rig_points):
     import pandas as pd
 
     cams, truth, uv = rig_points
-    out = vid.triangulate_predictions(uv, np.full(uv.shape[:-1], 0.8), cams)
+    out = triangulate_predictions(uv, cams, np.full(uv.shape[:-1], 0.8))
     names = ["nose", "ear_left", "tail_tip"]
     path = tmp_path / "s_3d.csv"
-    vid.write_anipose_csv(path, out["points"], out["errors"], out["ncams"], out["scores"], names)
+    vid.write_anipose_csv(path, out.points, out.errors, out.ncams, out.scores, names)
     table = pd.read_csv(path)
     assert list(table.columns[:6]) == ["nose_x", "nose_y", "nose_z", "nose_error", "nose_ncams",
                                        "nose_score"]
@@ -250,12 +251,12 @@ def test_predict_videos_writes_2d_and_3d_and_skips_up_to_date_sessions(model_dir
 
     two_d = np.stack([read_keypoints_csv(out / f"s1_c{v}.csv")[2] for v in range(4)], 1)
     conf = np.stack([read_keypoints_csv(out / f"s1_c{v}.csv")[3] for v in range(4)], 1)
-    expected = vid.triangulate_predictions(two_d, conf, _rig().to_tensors(dtype=torch.float64),
-                                           threshold=0.0)
+    expected = triangulate_predictions(two_d, _rig().to_tensors(dtype=torch.float64), conf,
+                                       threshold=0.0)
     table = pd.read_csv(out / "s1_3d.csv")
-    np.testing.assert_allclose(table[["b_x", "b_y", "b_z"]].to_numpy(), expected["points"][:, 1],
+    np.testing.assert_allclose(table[["b_x", "b_y", "b_z"]].to_numpy(), expected.points[:, 1],
                                rtol=1e-4, atol=1e-3)
-    assert (table["b_ncams"] == expected["ncams"][:, 1]).all()
+    assert (table["b_ncams"] == expected.ncams[:, 1]).all()
     assert table["fnum"].tolist() == list(range(9))
 
     # batching does not change the predictions
