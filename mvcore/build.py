@@ -289,6 +289,10 @@ def plan_run(config: Any, components: Any, context: Context | None = None) -> Pl
     for key in lightning_pose.unread_keys(config, read):
         notes.append(f"{key}: a Lightning Pose key that no component of this config reads "
                      f"(backbone {backbone.name!r}, active losses); it is ignored")
+    ignored = lightning_pose.ignored_keys(config)
+    if ignored:
+        notes.append(f"{', '.join(ignored)}: Lightning Pose keys that mvcore accepts but does "
+                     "not use; they have no effect")
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     return Plan(backbone, augmenters, losses, notes)

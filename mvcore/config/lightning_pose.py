@@ -25,6 +25,7 @@ __all__ = [
     "augmenter_selection",
     "component_params",
     "heatmap_loss_name",
+    "ignored_keys",
     "lift",
     "lookup",
     "restore",
@@ -114,6 +115,29 @@ def unread_keys(config: Any, read: set[str]) -> list[str]:
     """Lifted keys with a value that no selected component reads."""
     return [key for key, value in config.lightning_pose.items()
             if key not in read and value is not None]
+
+
+#: Lightning Pose keys mvcore accepts and does not use, with the value that means "nothing set"
+IGNORED_KEYS = {
+    "dali": None,
+    "hydra": None,
+    "model.lightning_pose_version": None,
+    "eval.hydra_paths": None,
+    "callbacks.anneal_weight.attr_name": "total_unsupervised_importance",
+}
+
+
+def ignored_keys(config: Any) -> list[str]:
+    """The keys of ``IGNORED_KEYS`` this config sets (to something else than their neutral
+    value): accepted so Lightning Pose configs load, but without effect in mvcore."""
+    found = []
+    for key, neutral in IGNORED_KEYS.items():
+        node: Any = config
+        for part in key.split("."):
+            node = getattr(node, part, None)
+        if node is not None and node != neutral:
+            found.append(key)
+    return found
 
 
 def heatmap_loss_name(config: Any) -> str:

@@ -17,9 +17,6 @@ from mvcore.errors import MvcoreError
 
 __all__ = ["load_model", "load_model_config", "resolve_checkpoint"]
 
-_LOSS_PREFIXES = ("loss_supervised.", "loss_unsupervised.")
-
-
 def _require_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir)
     if not path.is_dir():
@@ -88,6 +85,7 @@ def load_model(
     from mvcore.build import build_backbone, select_backbone
     from mvcore.plugin.components import load_components
     from mvcore.training.module import MultiviewPoseModule
+    from mvcore.training.weights import load_network_weights, read_network_weights
 
     path = _require_dir(model_dir)
     config = load_model_config(path)
@@ -100,20 +98,8 @@ def load_model(
     backbone = build_backbone(select_backbone(config, components), context,
                               architecture_only=True)
     module = MultiviewPoseModule(config, backbone, context)
-    try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise MvcoreError(f"{ckpt}: cannot be read as a checkpoint: {exc}") from exc
-    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
-    if not isinstance(state, dict):
-        raise MvcoreError(f"{ckpt}: no state_dict in the checkpoint")
-    state = {k: v for k, v in state.items() if not k.startswith(_LOSS_PREFIXES)}
-    result = module.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise MvcoreError(
-            f"{ckpt} does not match the model of {path / 'config.yaml'}: missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
-        )
+    load_network_weights(module, read_network_weights(ckpt), str(ckpt),
+                         str(path / "config.yaml"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)

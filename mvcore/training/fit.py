@@ -34,6 +34,7 @@ from mvcore.training.callbacks import (
     UnfreezeBackbone,
 )
 from mvcore.training.module import MultiviewPoseModule
+from mvcore.training.weights import start_from_checkpoint
 
 
 def resolve_model_dir(config: MvConfig, output_dir: str | None, resume: str | None) -> Path:
@@ -60,11 +61,13 @@ def accelerator(config: MvConfig) -> tuple[str, int]:
     return "cpu", 1
 
 
-def prepare_training(config: MvConfig, components: Any, project: Any) -> tuple[Any, Any]:
+def prepare_training(config: MvConfig, components: Any, project: Any, resume: bool = False
+                     ) -> tuple[Any, Any]:
     """Everything a training run builds before it writes anything: the checked plan, the data
     module (augmenters, splits; unlabelled clips when unsupervised losses are active) and the
-    Lightning module (backbone, losses) -> ``(module, data_module)``. Raises on any problem of
-    the config, the plugins or the project."""
+    Lightning module (backbone, losses; the weights of ``model.checkpoint`` unless
+    ``resume``, whose checkpoint brings its own) -> ``(module, data_module)``. Raises on any
+    problem of the config, the plugins or the project."""
     data_module = MultiviewDataModule(config, project=project)
     context = make_context(config, project, labels_source=data_module.train_keypoints_frame)
     plan = plan_run(config, components, context)
@@ -75,6 +78,8 @@ def prepare_training(config: MvConfig, components: Any, project: Any) -> tuple[A
     data_module.use_unlabeled = len(loss_unsupervised) > 0
     module = MultiviewPoseModule(config, build_backbone(plan, context), context,
                                  loss_supervised, loss_unsupervised)
+    if config.model.checkpoint and not resume:
+        start_from_checkpoint(module, config)
     return module, data_module
 
 

@@ -237,3 +237,18 @@ def test_built_components_get_params_and_context(components):
     heatmaps = backbone(torch.zeros(1, 2, 3, 64, 64))
     assert heatmaps.shape == (1, 2, 3, 16, 16)
     assert backbone.context is CALIBRATED
+
+
+def test_lightning_pose_keys_without_effect_are_named(components):
+    cfg = config(dali={"base": {"train": {"sequence_length": 32}}},
+                 callbacks={"anneal_weight": {"attr_name": "something_else"}})
+    with pytest.warns(UserWarning, match=r"^dali, callbacks.anneal_weight.attr_name: Lightning "
+                                         "Pose keys that mvcore accepts but does not use"):
+        plan_run(cfg, components, CALIBRATED)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the neutral values say nothing
+        plan_run(config(callbacks={"anneal_weight": {"attr_name":
+                                                     "total_unsupervised_importance"}}),
+                 components, CALIBRATED)

@@ -6,27 +6,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from mvcore.cli.main import main
 from mvcore.data.csv_io import read_keypoints_csv
-from mvcore.example import make_example_project
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    config = make_example_project(root / "example", num_frames=40)
-    model_dir = root / "model"
-    code = main(["train", str(config), "--output", str(model_dir),
-                 "--set", "data.image_resize_dims.height=64",
-                 "--set", "data.image_resize_dims.width=64",
-                 "--set", "training.max_epochs=2", "--set", "training.num_workers=0",
-                 "--set", "training.check_val_every_n_epoch=1",
-                 "--set", "model.losses_to_use=[pca_multiview]",
-                 "--set", "losses.supervised_pairwise_projections.log_weight=0.5"])
-    assert code == 0
-    return model_dir
+def trained(trained_example):
+    return trained_example
 
 
 def test_run_directory_holds_config_plugins_checkpoints_logs_and_figures(trained):
