@@ -117,14 +117,14 @@ def _worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from mvcore.data.sessions import CalibrationResolver, find_sessions
-    from mvcore.predict import video
+    from mvcore.predict import decoding, video
 
     baseline = _rss_mib()
     if args.decode_only:
         (session,) = find_sessions(args.videos, VIEWS)
         start = time.perf_counter()
-        for frames in video.SessionReader(session, args.batch_size):
-            video.frames_to_model_input(frames, (128, 128))
+        for frames in decoding.SessionReader(session, args.batch_size):
+            decoding.frames_to_model_input(frames, (128, 128))
         seconds = time.perf_counter() - start
         frames = session.num_frames
         loaded = baseline

@@ -284,25 +284,42 @@ def write_3d_csv(
     errors: np.ndarray,
     ncams: np.ndarray,
     keypoint_names: list[str],
+    scores: np.ndarray | None = None,
     fnum: Any = None,
 ) -> None:
-    """Write anipose-style 3D points: ``<kp>_x, _y, _z, _error, _ncams`` per keypoint, then
-    ``fnum``. ``points (n, K, 3)`` world units, ``errors (n, K)`` px, ``ncams (n, K)`` int;
-    ``fnum`` defaults to ``0 .. n-1``."""
+    """Write anipose-style 3D points with anipose's whole column set, which movement's anipose
+    loader reads: ``<kp>_x, _y, _z, _error, _ncams, _score`` per keypoint, then ``M_00..M_22``
+    (identity: no axes transform), ``center_0..2`` (zero), ``fnum``.
+
+    ``points (n, K, 3)`` world units, ``errors (n, K)`` px, ``ncams (n, K)`` int, ``scores
+    (n, K)`` anipose's score (the lowest confidence among the views used); without scores (labels:
+    every view counts fully) the score is 1.0 where ``ncams >= 2`` (a triangulated point), else
+    NaN. ``fnum`` defaults to ``0 .. n-1``."""
     import pandas as pd
 
     points = np.asarray(points, dtype=np.float64)
     n, k = points.shape[:2]
-    errors = np.asarray(errors, dtype=np.float64).reshape(n, k)
-    ncams = np.asarray(ncams).reshape(n, k).astype(np.int64)
+    if points.shape != (n, k, 3):
+        raise ValueError(f"points must be (n, K, 3), got {points.shape}")
     if len(keypoint_names) != k:
         raise ValueError(f"{len(keypoint_names)} keypoint names for {k} keypoints")
+    errors = np.asarray(errors, dtype=np.float64).reshape(n, k)
+    ncams = np.asarray(ncams).reshape(n, k).astype(np.int64)
+    if scores is None:
+        scores = np.where(ncams >= 2, 1.0, np.nan)
+    scores = np.asarray(scores, dtype=np.float64).reshape(n, k)
     data: dict[str, np.ndarray] = {}
     for j, name in enumerate(keypoint_names):
         for a, axis in enumerate("xyz"):
             data[f"{name}_{axis}"] = points[:, j, a]
         data[f"{name}_error"] = errors[:, j]
         data[f"{name}_ncams"] = ncams[:, j]
+        data[f"{name}_score"] = scores[:, j]
+    for i in range(3):
+        for j in range(3):
+            data[f"M_{i}{j}"] = np.full(n, float(i == j))
+    for i in range(3):
+        data[f"center_{i}"] = np.zeros(n)
     data["fnum"] = np.arange(n) if fnum is None else np.asarray(fnum)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(data).to_csv(path, index=False)

@@ -128,6 +128,7 @@ def _median_mean(values: np.ndarray) -> tuple[float, float]:
 
 def write_triangulation_csv(project: MultiviewProject, result: Triangulation,
                             path: str | Path) -> None:
-    """Write triangulated labels as an anipose-style CSV (``fnum`` = row index)."""
+    """Write triangulated labels as an anipose-style CSV (``mvcore.data.csv_io.write_3d_csv``;
+    ``_score`` 1.0 where a point was triangulated, ``fnum`` = row index)."""
     write_3d_csv(path, result.points, result.errors, result.ncams, project.keypoint_names,
-                 fnum=np.arange(len(project)))
+                 scores=result.scores, fnum=np.arange(len(project)))

@@ -1,18 +1,26 @@
-"""Video files of a project: ``<session>_<view>.mp4`` naming and container probing.
+"""Video files of a project: ``<session>_<view>.mp4`` naming, container probing and writing.
 
-Shared by training on unlabelled clips (``mvcore.data.unlabeled``) and by prediction
-(``mvcore.predict.video``), so both read a folder of videos the same way.
+Reading is shared by training on unlabelled clips (``mvcore.data.unlabeled``) and by prediction
+(``mvcore.predict``), so both read a folder of videos the same way; ``VideoWriter`` is the one
+mp4 writer, used by the synthetic example (``mvcore.example``) and by prediction's labelled
+videos (``mvcore.predict.rendering``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
 
 from mvcore.errors import DataError
 
-__all__ = ["VideoInfo", "match_view", "probe_video"]
+__all__ = ["VideoInfo", "VideoWriter", "match_view", "probe_video"]
 
 
 @dataclass
@@ -54,3 +62,72 @@ def probe_video(path: Path) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         return VideoInfo(Path(path), count, Fraction(rate), int(stream.height),
                          int(stream.width))
+
+
+class VideoWriter:
+    """An H.264 (``libx264``, else MPEG-4 where PyAV lacks it) yuv420p mp4 written with PyAV,
+    atomically: frames go to ``<stem>.partial.mp4``, which becomes ``path`` on ``close()``;
+    ``abort()`` deletes it. A context manager closes on success and aborts on an exception.
+
+    ``height`` / ``width`` are the frames' size; yuv420p needs even sizes, so an odd last row
+    or column is dropped. ``crf`` is libx264's quality (lower is better; preset ``veryfast``).
+    ``threads`` is the encoder's thread count: 0 lets FFmpeg choose, 1 gives output that is
+    byte-identical from run to run."""
+
+    def __init__(self, path: str | Path, fps: int | Fraction, height: int, width: int,
+                 crf: int = 18, threads: int = 0) -> None:
+        import av
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        self.size = (height - height % 2, width - width % 2)
+        for codec, options in (("libx264", {"crf": str(crf), "preset": "veryfast"}),
+                               ("mpeg4", {})):
+            container = av.open(str(self.partial), mode="w")
+            try:
+                stream = container.add_stream(codec, rate=fps, options=options)
+            except (av.error.FFmpegError, ValueError):
+                container.close()
+                continue
+            stream.height, stream.width = self.size
+            stream.pix_fmt = "yuv420p"
+            if threads:
+                stream.codec_context.thread_count = int(threads)
+            self.container: Any = container
+            self.stream: Any = stream
+            return
+        raise RuntimeError("PyAV has neither the libx264 nor the mpeg4 encoder")
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode ``frames (T, h, w, 3)`` uint8 RGB."""
+        import av
+
+        h, w = self.size
+        for image in frames[:, :h, :w]:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and move the file to ``path``."""
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        """Stop writing and delete the partial file (``path`` is left as it was)."""
+        with contextlib.suppress(Exception):
+            self.container.close()
+        self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

@@ -3,10 +3,10 @@ truth and config (``make_example_project``)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pandas as pd
 import torch
@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from mvcore.data.csv_io import write_keypoints_csv
+from mvcore.data.videos import VideoWriter
 from mvcore.example.background import render_backgrounds
 from mvcore.example.render import MarkerSizes, marker_colors, render_frame
 from mvcore.example.rig import make_cameras
@@ -21,24 +22,6 @@ from mvcore.example.simulate import KEYPOINT_NAMES, simulate_pose
 from mvcore.geometry import project_points, save_calibration
 
 __all__ = ["make_example_project"]
-
-
-def _open_video(
-    path: Path, size: int, fps: int
-) -> tuple[av.container.OutputContainer, av.video.stream.VideoStream]:
-    """An H.264 (or, without libx264, MPEG-4) yuv420p writer: (container, stream)."""
-    for codec, options in (("libx264", {"crf": "16", "preset": "veryfast"}), ("mpeg4", {})):
-        container = av.open(str(path), mode="w")
-        try:
-            stream = container.add_stream(codec, rate=fps, options=options)
-        except (av.error.FFmpegError, ValueError):
-            container.close()
-            continue
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # deterministic output
-        return container, stream
-    raise RuntimeError("PyAV has neither the libx264 nor the mpeg4 encoder")
 
 
 def _config(view_names: list[str], csv_files: list[str], image_size: int, backbone: str) -> dict:
@@ -166,8 +149,14 @@ def make_example_project(
 
     labelled = np.arange(0, num_frames, label_every)
     occluded = np.zeros((num_frames, num_views, num_kp), dtype=bool)
-    writers = [_open_video(out / "videos" / f"{session}_{n}.mp4", image_size, fps) for n in names]
-    try:
+    with contextlib.ExitStack() as stack:  # an error deletes the unfinished videos
+        writers = [
+            stack.enter_context(
+                VideoWriter(out / "videos" / f"{session}_{n}.mp4", fps, image_size, image_size,
+                            crf=16, threads=1)  # one thread: deterministic output
+            )
+            for n in names
+        ]
         for t in range(num_frames):
             for v in range(num_views):
                 frame, occluded[t, v] = render_frame(
@@ -178,18 +167,11 @@ def make_example_project(
                     colors,
                     sizes,
                 )
-                container, stream = writers[v]
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
+                writers[v].write(frame[None])
                 if t % label_every == 0:
                     Image.fromarray(frame).save(
                         label_dirs[v] / f"img{t:04d}.png", compress_level=1
                     )
-    finally:
-        for container, stream in writers:
-            for packet in stream.encode():
-                container.mux(packet)
-            container.close()
 
     # labels: exact projections; out-of-image points, a random subset and one view of one
     # frame are left empty (unlabelled)

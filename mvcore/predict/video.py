@@ -1,20 +1,16 @@
-"""Predict synchronised multi-view videos: streaming decode, 2D / 3D / video outputs.
+"""Predict synchronised multi-view videos: 2D / 3D / video outputs per session
+(``mvcore predict``).
 
 Sessions (which videos belong together, the sync policy, each session's calibration) are
-decided by ``mvcore.data.sessions``, as for training.
-
-Streaming: the views of a session are decoded with PyAV frame by frame, in lockstep, and only
-one batch of frames is held in memory (peak memory does not grow with the video length). A
-frame is the whole image (bbox ``[0, 0, h, w]``); it is resized to the model input with the
-training resize (bilinear, antialiased, pixel edges on pixel edges; done on uint8 frames,
-which differs from the float path of ``mvcore.data.dataset.load_image`` by < 1 grey level and
-is ~30x faster at 1280x1024), then ImageNet-normalised.
+decided by ``mvcore.data.sessions``, as for training. A session's views are streamed through the
+model a batch at a time (``mvcore.predict.decoding``); labelled videos are drawn by
+``mvcore.predict.rendering``.
 
 Outputs per session (``out_dir``): ``<session>_<view>.csv`` (DeepLabCut 3-row header, x / y /
 likelihood in frame pixels, index ``0..T-1``); with a calibration ``<session>_3d.csv``
-(anipose columns ``<kp>_x, _y, _z, _error, _ncams, _score``, ``M_00..M_22`` (identity),
-``center_0..2`` (zero), ``fnum``); with ``labeled_video`` ``labeled_videos/<session>_<view>_
-labeled.mp4``.
+(``mvcore.data.csv_io.write_3d_csv``: anipose columns ``<kp>_x, _y, _z, _error, _ncams,
+_score``, ``M_00..M_22`` (identity), ``center_0..2`` (zero), ``fnum``); with
+``labeled_video`` ``labeled_videos/<session>_<view>_labeled.mp4``.
 
 3D: ``mvcore.data.triangulate.triangulate_predictions`` per frame and keypoint (the views
 whose confidence is >= ``confidence_threshold``, default 0.5, weighted by confidence);
@@ -25,19 +21,15 @@ NaN point when fewer than 2), ``_score`` = the lowest confidence among the views
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mvcore.data.sessions import (
     CalibrationResolver,
@@ -47,118 +39,22 @@ from mvcore.data.sessions import (
 )
 from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions
 from mvcore.errors import ConfigError, DataError
+from mvcore.predict.decoding import SessionReader, frames_to_model_input, view_frames
+from mvcore.predict.rendering import LabeledVideoWriter, keypoint_colors
 
 __all__ = [
-    "LabeledVideoWriter",
-    "SessionReader",
-    "draw_markers",
-    "frames_to_model_input",
-    "keypoint_colors",
+    "SessionPredictions",
+    "SessionResult",
+    "predict_frames",
     "predict_session",
     "predict_videos",
-    "view_frames",
-    "write_anipose_csv",
+    "session_outputs",
+    "up_to_date",
 ]
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 
 
-# ------------------------------------------------------------------------------ decoding
-class SessionReader:
-    """Decodes all views of a session in lockstep, ``batch_size`` frames at a time.
-
-    Iterating yields one batch at a time: a uint8 RGB array ``(B, V, h, w, 3)`` when all views
-    share a frame size (decoded in place, no copy), else a list of V arrays
-    ``(B, h_v, w_v, 3)``; B = ``batch_size``, the last batch shorter. The memory is reused
-    for the next batch: use (or copy) a batch before advancing. DataError if a view ends early
-    or changes frame size.
-    """
-
-    def __init__(self, session: VideoSession, batch_size: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.session = session
-        self.batch_size = int(batch_size)
-
-    def __iter__(self) -> Iterator[np.ndarray | list[np.ndarray]]:
-        import av
-
-        session = self.session
-        sizes = {(info.height, info.width) for info in session.videos}
-        b = self.batch_size
-        if len(sizes) == 1:
-            shared = np.empty((b, len(session.videos), *sizes.pop(), 3), np.uint8)
-            buffers = [shared[:, v] for v in range(len(session.videos))]
-        else:
-            shared = None
-            buffers = [np.empty((b, info.height, info.width, 3), np.uint8)
-                       for info in session.videos]
-        with contextlib.ExitStack() as stack:
-            decoders = []
-            for info in session.videos:
-                container = stack.enter_context(av.open(str(info.path)))
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                decoders.append(container.decode(stream))
-            filled = 0
-            for index, frames in enumerate(itertools.zip_longest(*decoders)):
-                if session.truncated and index == session.num_frames:
-                    break  # data.video_sync: truncate
-                for v, frame in enumerate(frames):
-                    if frame is None:
-                        raise DataError(
-                            f"session {session.name!r}: {session.videos[v].path.name} ended "
-                            f"after {index} frames while other views go on")
-                    image = frame.to_ndarray(format="rgb24")
-                    if image.shape != buffers[v].shape[1:]:
-                        raise DataError(
-                            f"{session.videos[v].path}: frame {index} is {image.shape[:2]} "
-                            f"(h, w), the video started at {buffers[v].shape[1:3]}")
-                    buffers[v][filled] = image
-                filled += 1
-                if filled == b:
-                    yield shared if shared is not None else buffers
-                    filled = 0
-            if filled:
-                yield shared[:filled] if shared is not None else [x[:filled] for x in buffers]
-
-
-def view_frames(frames: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
-    """A ``SessionReader`` batch as V arrays ``(B, h_v, w_v, 3)`` (views, no copies)."""
-    if isinstance(frames, np.ndarray):
-        return [frames[:, v] for v in range(frames.shape[1])]
-    return list(frames)
-
-
-def frames_to_model_input(frames: np.ndarray | list[np.ndarray], image_size: tuple[int, int]
-                          ) -> torch.Tensor:
-    """uint8 frames ``(B, V, h, w, 3)`` (or V arrays ``(B, h_v, w_v, 3)``) -> ImageNet-
-    normalised ``(B, V, 3, H, W)`` float32.
-
-    Antialiased bilinear resize on uint8 (channels-last; one call for all views of a common
-    size), the geometry of ``mvcore.data.dataset.load_image``."""
-    from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-
-    size = (int(image_size[0]), int(image_size[1]))
-
-    def resize(x: torch.Tensor) -> torch.Tensor:  # (N, 3, h, w) uint8 channels-last
-        if tuple(x.shape[-2:]) == size:
-            return x
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-    if isinstance(frames, np.ndarray):
-        batch, views = frames.shape[:2]
-        flat = torch.from_numpy(frames).flatten(0, 1).permute(0, 3, 1, 2)
-        images = resize(flat).reshape(batch, views, 3, *size)
-    else:  # views of different sizes: one call per size
-        images = torch.stack([resize(torch.from_numpy(f).permute(0, 3, 1, 2)) for f in frames],
-                             dim=1)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-    return (images.to(torch.float32).div_(255.0) - mean) / std
-
-
-# ---------------------------------------------------------------------------- prediction
 def _autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager:
     if precision == "32":
         return contextlib.nullcontext()
@@ -186,125 +82,6 @@ def predict_frames(module: Any, images: torch.Tensor, frame_sizes: np.ndarray,
     return frame.cpu(), confidences.cpu()
 
 
-# ------------------------------------------------------------------------------- writers
-def write_anipose_csv(path: str | Path, points: np.ndarray, errors: np.ndarray,
-                      ncams: np.ndarray, scores: np.ndarray, keypoint_names: list[str],
-                      fnum: Any = None) -> None:
-    """``mvcore.data.csv_io.write_3d_csv`` plus the rest of anipose's columns (``_score`` per
-    keypoint, ``M_00..M_22`` identity, ``center_0..2`` zero), which movement's anipose loader
-    requires. ``scores (n, K)``; the other arguments as in ``write_3d_csv``."""
-    import pandas as pd
-
-    from mvcore.data.csv_io import write_3d_csv
-
-    write_3d_csv(path, points, errors, ncams, keypoint_names, fnum=fnum)
-    frame = pd.read_csv(path)
-    scores = np.asarray(scores, dtype=np.float64).reshape(len(frame), len(keypoint_names))
-    for j, name in enumerate(keypoint_names):
-        frame.insert(frame.columns.get_loc(f"{name}_ncams") + 1, f"{name}_score", scores[:, j])
-    at = frame.columns.get_loc("fnum")
-    extras = {f"M_{i}{j}": float(i == j) for i in range(3) for j in range(3)}
-    extras.update({f"center_{i}": 0.0 for i in range(3)})
-    for offset, (name, value) in enumerate(extras.items()):
-        frame.insert(at + offset, name, value)
-    frame.to_csv(path, index=False)
-
-
-def keypoint_colors(colormap: str, num: int) -> np.ndarray:
-    """``(num, 3)`` uint8 RGB, evenly spaced along a matplotlib colormap."""
-    import matplotlib
-
-    try:
-        cmap = matplotlib.colormaps[colormap]
-    except KeyError:
-        raise ConfigError(f"eval.colormap: unknown matplotlib colormap {colormap!r}") from None
-    return (cmap(np.linspace(0.0, 1.0, num))[:, :3] * 255 + 0.5).astype(np.uint8)
-
-
-def marker_radius(height: int, width: int) -> int:
-    """Marker radius in pixels: 3 px at 256 px frames, growing with the frame size."""
-    return max(2, round(min(height, width) / 80))
-
-
-def draw_markers(frames: np.ndarray, keypoints: np.ndarray, visible: np.ndarray,
-                 colors: np.ndarray, radius: int) -> np.ndarray:
-    """Draw filled discs (keypoint colour, 1-px black rim) in place, all frames at once.
-
-    ``frames (B, h, w, 3)`` uint8, ``keypoints (B, K, 2)`` pixels, ``visible (B, K)`` bool,
-    ``colors (K, 3)`` uint8. Later keypoints are drawn over earlier ones."""
-    b, h, w, _ = frames.shape
-    d = np.arange(-radius - 1, radius + 2)
-    dy, dx = np.meshgrid(d, d, indexing="ij")
-    dist = np.hypot(dy, dx)
-    show = np.asarray(visible, bool) & np.isfinite(keypoints).all(-1)
-    centres = np.rint(np.where(show[..., None], keypoints, 0.0)).astype(np.int64)  # (B, K, 2)
-    frame_index = np.arange(b)[:, None, None]
-    kp_index = np.arange(keypoints.shape[1])[None, :, None]
-    black = np.zeros((1, 3), np.uint8)
-    rim = (dist > radius) & (dist <= radius + 1)
-    for mask, palette in ((rim, None), (dist <= radius, colors)):
-        ys = centres[..., 1:2] + dy[mask]  # (B, K, M)
-        xs = centres[..., 0:1] + dx[mask]
-        ok = show[..., None] & (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        fi = np.broadcast_to(frame_index, ys.shape)[ok]
-        values = black[np.zeros(int(ok.sum()), np.int64)] if palette is None else \
-            palette[np.broadcast_to(kp_index, ys.shape)[ok]]
-        frames[fi, ys[ok], xs[ok]] = values
-    return frames
-
-
-class LabeledVideoWriter:
-    """Writes frames with keypoint markers to an H.264 (else MPEG-4) mp4, atomically: the file
-    appears under its name only after ``close()``."""
-
-    def __init__(self, path: Path, fps: Fraction, height: int, width: int,
-                 colors: np.ndarray) -> None:
-        import av
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
-        self.colors = colors
-        self.radius = marker_radius(height, width)
-        self.size = (height - height % 2, width - width % 2)  # yuv420p needs even sizes
-        for codec, options in (("libx264", {"crf": "18", "preset": "veryfast"}), ("mpeg4", {})):
-            container = av.open(str(self.partial), mode="w")
-            try:
-                stream = container.add_stream(codec, rate=fps, options=options)
-            except (av.error.FFmpegError, ValueError):
-                container.close()
-                continue
-            stream.height, stream.width = self.size
-            stream.pix_fmt = "yuv420p"
-            self.container, self.stream = container, stream
-            return
-        raise RuntimeError("PyAV has neither the libx264 nor the mpeg4 encoder")
-
-    def write(self, frames: np.ndarray, keypoints: np.ndarray, visible: np.ndarray) -> None:
-        """``frames (B, h, w, 3)`` uint8 (drawn on in place), ``keypoints (B, K, 2)``,
-        ``visible (B, K)``."""
-        import av
-
-        draw_markers(frames, keypoints, visible, self.colors, self.radius)
-        h, w = self.size
-        for image in frames[:, :h, :w]:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            for packet in self.stream.encode(frame):
-                self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self.container.close()
-        self.partial.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------- per session
 @dataclass
 class SessionPredictions:
     """``keypoints (T, V, K, 2)`` frame px and ``confidences (T, V, K)`` (float32); with a
@@ -374,7 +151,6 @@ def up_to_date(outputs: list[Path], inputs: list[Path]) -> bool:
     return min(p.stat().st_mtime for p in outputs) > max(p.stat().st_mtime for p in inputs)
 
 
-# ------------------------------------------------------------------------------ top level
 @dataclass
 class SessionResult:
     """What ``predict_videos`` did with one session."""
@@ -399,7 +175,7 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
     docstring). Sessions whose outputs are newer than the checkpoint and the videos are
     skipped unless ``overwrite``. ``video_threshold`` defaults to the config's
     ``eval.confidence_thresh_for_vid``; ``calibration`` overrides the project's TOML."""
-    from mvcore.data.csv_io import write_keypoints_csv
+    from mvcore.data.csv_io import write_3d_csv, write_keypoints_csv
     from mvcore.geometry import load_calibration
     from mvcore.predict.model_io import load_model, load_model_config, resolve_checkpoint
 
@@ -478,8 +254,8 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
                                 scorer=scorer)
         if predictions.points_3d:
             p3d = predictions.points_3d
-            write_anipose_csv(out / f"{item.name}_3d.csv", p3d["points"], p3d["errors"],
-                              p3d["ncams"], p3d["scores"], keypoint_names)
+            write_3d_csv(out / f"{item.name}_3d.csv", p3d["points"], p3d["errors"],
+                         p3d["ncams"], keypoint_names, scores=p3d["scores"])
         seconds = time.perf_counter() - started
         log(f"predicted session {item.name}: {frames} frames x {len(view_names)} views in "
             f"{seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) -> {out}")

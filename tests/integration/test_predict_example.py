@@ -1,4 +1,4 @@
-"""Train briefly on the example project, then `mvcore predict` its videos and `mvcore evaluate`.
+"""`mvcore predict` the example's videos with the shared trained model, and `mvcore evaluate`.
 
 The outputs must open in the ecosystem's tools (movement's DeepLabCut and anipose loaders),
 and the labelled videos must show the predicted points in their keypoint colours.
@@ -6,6 +6,7 @@ and the labelled videos must show the predicted points in their keypoint colours
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import av
@@ -13,37 +14,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from shared_model import FRAMES
 
 from mvcore.cli import main as cli
 from mvcore.cli.commands import evaluate_cmd, predict_cmd
-from mvcore.config.load import load_config
 from mvcore.data.csv_io import read_keypoints_csv
-from mvcore.example import make_example_project
-from mvcore.workflow import train
 
 pytestmark = pytest.mark.slow
 
-FRAMES = 40
 VIEWS = ["cam_a", "cam_b", "cam_c"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    config_path = make_example_project(root / "proj", seed=0, num_frames=FRAMES,
-                                       image_size=256, label_every=2)
-    config = load_config(config_path, overrides=[
-        "training.max_epochs=2", "training.min_epochs=1", "training.num_workers=0",
-        "training.check_val_every_n_epoch=1", "training.train_batch_size=8",
-        "data.image_resize_dims.height=64", "data.image_resize_dims.width=64",
-        "eval.num_labeled_frame_plots=0",
-    ])
-    model_dir = train(config, output_dir=str(root / "model"))
+def model_dir(trained_example) -> Path:
+    """A copy of the shared trained model (this module rewrites its config.yaml)."""
+    copy = trained_example.parent / "model_for_prediction"
+    shutil.copytree(trained_example, copy)
     # training-time weights sources must not matter for prediction (the checkpoint has all)
-    saved = yaml.safe_load((model_dir / "config.yaml").read_text())
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
     saved["model"].update(backbone_pretrained=True, backbone_checkpoint="moved_away.pth")
-    (model_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    return model_dir
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    return copy
 
 
 def _cli(monkeypatch, argv: list[str]) -> int:
@@ -88,7 +79,7 @@ def test_outputs_load_in_movement(predicted):
 
 
 def test_labelled_video_shows_markers_in_keypoint_colours(predicted, model_dir):
-    from mvcore.predict.video import draw_markers, keypoint_colors, marker_radius
+    from mvcore.predict.rendering import draw_markers, keypoint_colors, marker_radius
 
     view, t = "cam_b", 17
     _, names, coords, _ = read_keypoints_csv(predicted / f"session0_{view}.csv")

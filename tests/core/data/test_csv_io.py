@@ -134,9 +134,32 @@ def test_write_3d_csv_anipose_columns(tmp_path):
     write_3d_csv(path, points, errors, ncams, ["nose", "tail"], fnum=[10, 11])
     frame = pd.read_csv(path)
     assert list(frame.columns) == [
-        "nose_x", "nose_y", "nose_z", "nose_error", "nose_ncams",
-        "tail_x", "tail_y", "tail_z", "tail_error", "tail_ncams", "fnum",
+        "nose_x", "nose_y", "nose_z", "nose_error", "nose_ncams", "nose_score",
+        "tail_x", "tail_y", "tail_z", "tail_error", "tail_ncams", "tail_score",
+        "M_00", "M_01", "M_02", "M_10", "M_11", "M_12", "M_20", "M_21", "M_22",
+        "center_0", "center_1", "center_2", "fnum",
     ]  # fmt: skip
     assert frame["tail_z"].tolist() == [5.0, 11.0]
     assert np.isnan(frame["tail_error"][0]) and frame["nose_ncams"].tolist() == [3, 2]
     assert frame["fnum"].tolist() == [10, 11]
+    # without scores: 1 where a point was triangulated (>= 2 views), else empty
+    assert frame["nose_score"].tolist() == [1.0, 1.0]
+    assert np.isnan(frame["tail_score"][0]) and frame["tail_score"][1] == 1.0
+    np.testing.assert_array_equal(frame[[f"M_{i}{j}" for i in range(3) for j in range(3)]],
+                                  np.tile(np.eye(3).ravel(), (2, 1)))
+    assert (frame[["center_0", "center_1", "center_2"]] == 0.0).all().all()
+
+
+def test_write_3d_csv_scores_and_default_fnum(tmp_path):
+    points = np.zeros((3, 1, 3))
+    scores = np.array([[0.25], [np.nan], [0.75]])
+    path = tmp_path / "points3d.csv"
+    write_3d_csv(path, points, np.zeros((3, 1)), np.array([[2], [0], [4]]), ["nose"],
+                 scores=scores)
+    frame = pd.read_csv(path)
+    np.testing.assert_array_equal(frame["nose_score"], scores[:, 0])
+    assert frame["fnum"].tolist() == [0, 1, 2]
+    text = path.read_text().splitlines()
+    assert text[2].split(",")[5] == ""  # NaN -> empty cell
+    with pytest.raises(ValueError, match="1 keypoint names for 2 keypoints"):
+        write_3d_csv(path, np.zeros((3, 2, 3)), np.zeros((3, 2)), np.zeros((3, 2)), ["nose"])

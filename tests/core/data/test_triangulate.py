@@ -194,3 +194,23 @@ def test_uncalibrated_rows_are_nan_and_subsets_match(tmp_path):
     points, errors, ncams = tri.points, tri.view_errors, tri.ncams
     assert np.isnan(points[0]).all() and np.isnan(errors[0]).all() and (ncams[0] == 0).all()
     np.testing.assert_array_equal(points[4], full[4])
+
+
+def test_triangulate_command_csv_loads_in_movement(tmp_path, capsys):
+    from mvcore.cli.main import main
+
+    load_poses = pytest.importorskip("movement.io.load_poses", reason="movement is not installed")
+    _, truth = _synthetic(tmp_path / "project")
+    out = tmp_path / "points_3d.csv"
+    assert main(["triangulate", str(tmp_path / "project"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    ds = load_poses.from_anipose_file(out)
+    position = ds.position.sel(individuals=ds.individuals[0])  # (time, space, keypoints)
+    confidence = ds.confidence.sel(individuals=ds.individuals[0])  # (time, keypoints)
+    for k, name in enumerate(KEYPOINTS):
+        points = position.sel(keypoints=name).values  # (time, 3)
+        finite = np.isfinite(points).all(-1)
+        assert finite.tolist() == [True, True, False, k != 2, True]  # as the triangulation
+        np.testing.assert_allclose(points[finite], truth[finite, k], atol=1e-7)
+        score = confidence.sel(keypoints=name).values
+        np.testing.assert_array_equal(score, np.where(finite, 1.0, np.nan))  # labels: 1 or NaN
