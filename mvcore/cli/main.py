@@ -46,6 +46,7 @@ def _add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
     problems are reported by the command that uses the plugins (and ``mvcore plugins``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # lazy: plugins are loaded only when their commands may be wanted
         from mvcore.plugin.manager import get_plugin_manager
 
         get_plugin_manager(load_entrypoints=True).add_cli_commands(subparsers)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mvcore.errors import DataError
 
@@ -249,7 +250,6 @@ def write_keypoints_csv(
 ) -> None:
     """Write a DLC-style CSV: ``coords (n, K, 2)``, optional ``likelihood (n, K)``; NaN -> empty
     cell. ``extra_columns`` (e.g. ``{"set": [...]}``) are appended as ``(name, "", "")``."""
-    import pandas as pd
 
     coords = np.asarray(coords, dtype=np.float64)
     n, k = len(index), len(keypoint_names)
@@ -295,7 +295,6 @@ def write_3d_csv(
     (n, K)`` anipose's score (the lowest confidence among the views used); without scores (labels:
     every view counts fully) the score is 1.0 where ``ncams >= 2`` (a triangulated point), else
     NaN. ``fnum`` defaults to ``0 .. n-1``."""
-    import pandas as pd
 
     points = np.asarray(points, dtype=np.float64)
     n, k = points.shape[:2]

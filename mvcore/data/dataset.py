@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
 from mvcore.data.bbox import frame_to_model
@@ -49,7 +50,6 @@ def load_image(
     image exactly (DCT-domain averaging: same pixel geometry, about 2x faster, differences of
     about half a grey level on average).
     """
-    from PIL import Image, UnidentifiedImageError
 
     height, width = size
     try:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from mvcore.data.bbox import model_to_frame, whole_image_bbox
 from mvcore.data.csv_io import LabelTable, read_label_csv
@@ -94,7 +95,6 @@ def read_bbox_csv(path: Path, expected_index: list[str]) -> np.ndarray:
 
 def _image_size(path: Path) -> tuple[int, int]:
     """``(height, width)`` from the image header only (PIL opens lazily)."""
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:

@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,6 @@ def decode_clip(path: Path, start: int, length: int) -> np.ndarray:
 
     Seeks to the keyframe at or before ``start`` and decodes forward; frame numbers come from
     the presentation timestamps. DataError when the video ends early."""
-    import av
 
     out: list[np.ndarray] = []
     with av.open(str(path)) as container:

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import av
 import numpy as np
 
 from mvcore.errors import DataError
@@ -46,7 +47,6 @@ def match_view(stem: str, view_names: list[str]) -> tuple[str, str] | None:
 
 def probe_video(path: Path) -> VideoInfo:
     """Frame count, rate and size of a video (counting packets if the header has no count)."""
-    import av
 
     try:
         container = av.open(str(path))
@@ -76,7 +76,6 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: int | Fraction, height: int, width: int,
                  crf: int = 18, threads: int = 0) -> None:
-        import av
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +100,6 @@ class VideoWriter:
 
     def write(self, frames: np.ndarray) -> None:
         """Encode ``frames (T, h, w, 3)`` uint8 RGB."""
-        import av
 
         h, w = self.size
         for image in frames[:, :h, :w]:

@@ -14,10 +14,12 @@ import contextlib
 import itertools
 from collections.abc import Iterator
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from mvcore.data.sessions import VideoSession
 from mvcore.errors import DataError
 
@@ -41,7 +43,6 @@ class SessionReader:
         self.batch_size = int(batch_size)
 
     def __iter__(self) -> Iterator[np.ndarray | list[np.ndarray]]:
-        import av
 
         session = self.session
         sizes = {(info.height, info.width) for info in session.videos}
@@ -97,7 +98,6 @@ def frames_to_model_input(frames: np.ndarray | list[np.ndarray], image_size: tup
 
     Antialiased bilinear resize on uint8 (channels-last; one call for all views of a common
     size), the geometry of ``mvcore.data.dataset.load_image``."""
-    from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
     size = (int(image_size[0]), int(image_size[1]))
 

@@ -34,8 +34,20 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
 
+from mvcore.data.bbox import model_to_frame
+from mvcore.data.csv_io import read_label_csv
+from mvcore.data.project import MultiviewProject
+from mvcore.data.sessions import resolve_data_dir
+from mvcore.data.triangulate import (
+    DEFAULT_CONFIDENCE_THRESHOLD,
+    triangulate_keypoints,
+    triangulate_predictions,
+)
 from mvcore.errors import DataError
+from mvcore.predict.model_io import load_model_config
 
 __all__ = [
     "PCK_FRACTION",
@@ -81,8 +93,6 @@ def load_predictions(project: Any, csv_files: list[Path]
     Returns ``keypoints (n, V, K, 2)`` frame px and ``confidences (n, V, K)`` (NaN for rows
     not predicted) and the split name of every project row (``"all"`` without a ``set``
     column, ``"unpredicted"`` for rows no file covers)."""
-    from mvcore.data.bbox import model_to_frame
-    from mvcore.data.csv_io import read_label_csv
 
     n, v_count, k = len(project), project.num_views, project.num_keypoints
     if len(csv_files) != v_count:
@@ -130,7 +140,6 @@ def frame_numbers(image_paths: list[str]) -> np.ndarray:
 
 def read_ground_truth_3d(path: Path, keypoint_names: list[str]) -> dict[int, np.ndarray]:
     """``frame -> (K, 3)`` from a CSV with a ``frame`` column and ``<kp>_x/_y/_z`` columns."""
-    import pandas as pd
 
     table = pd.read_csv(path)
     columns = [f"{kp}_{axis}" for kp in keypoint_names for axis in "xyz"]
@@ -169,7 +178,6 @@ def _split_masks(splits: list[str]) -> dict[str, np.ndarray]:
 def _pixel_table(errors: np.ndarray, masks: dict[str, np.ndarray], views: list[str],
                  keypoints: list[str]) -> Any:
     """Long table: split, view, keypoint (``all`` aggregates), n, mean, median (px)."""
-    import pandas as pd
 
     rows = []
     for split, mask in masks.items():
@@ -185,7 +193,6 @@ def _pixel_table(errors: np.ndarray, masks: dict[str, np.ndarray], views: list[s
 def _pck_table(errors: np.ndarray, labelled: np.ndarray, diagonals: np.ndarray,
                masks: dict[str, np.ndarray], views: list[str]) -> Any:
     """Long table: split, view (``all``), threshold, n labelled, pck."""
-    import pandas as pd
 
     rows = []
     thresholds = [(f"{t:g}px", np.float64(t)) for t in PCK_THRESHOLDS_PX]
@@ -202,7 +209,6 @@ def _pck_table(errors: np.ndarray, labelled: np.ndarray, diagonals: np.ndarray,
 def _reprojection_table(view_errors: np.ndarray, ncams: np.ndarray, calibrated: np.ndarray,
                         masks: dict[str, np.ndarray], views: list[str]) -> Any:
     """split, view (``all``), n, mean, median (px) and the fraction of points triangulated."""
-    import pandas as pd
 
     rows = []
     for split, mask in masks.items():
@@ -220,7 +226,6 @@ def _reprojection_table(view_errors: np.ndarray, ncams: np.ndarray, calibrated: 
 def _error_3d_table(pred: np.ndarray, labels: np.ndarray, truth: np.ndarray,
                     masks: dict[str, np.ndarray], keypoints: list[str]) -> Any:
     """split, source (``prediction`` / ``labels``), keypoint (``all``), n, mean, median."""
-    import pandas as pd
 
     rows = []
     for source, points in (("prediction", pred), ("labels", labels)):
@@ -239,17 +244,7 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
                    out_dir: str | Path | None = None) -> EvaluationResult:
     """Compute every metric (module docstring) and write the CSVs to ``out_dir``
     (default ``MODEL_DIR/eval``)."""
-    import pandas as pd
-    import torch
 
-    from mvcore.data.project import MultiviewProject
-    from mvcore.data.sessions import resolve_data_dir
-    from mvcore.data.triangulate import (
-        DEFAULT_CONFIDENCE_THRESHOLD,
-        triangulate_keypoints,
-        triangulate_predictions,
-    )
-    from mvcore.predict.model_io import load_model_config
 
     model_dir = Path(model_dir)
     config = load_model_config(model_dir)

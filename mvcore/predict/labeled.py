@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from mvcore.data.bbox import frame_to_model
+from mvcore.data.csv_io import write_keypoints_csv
 
 
 @torch.no_grad()
@@ -51,7 +53,6 @@ def write_labeled_predictions(project: Any, predictions: dict[str, np.ndarray],
     """Per view: ``predictions_<view>.csv`` (DeepLabCut header, x/y/likelihood, ``set``
     column) and ``predictions_<view>_pixel_error.csv``. Coordinates are written in the
     labelled images' pixels, like the label CSVs, so both files compare directly."""
-    from mvcore.data.csv_io import write_keypoints_csv
 
     rows = predictions["index"]
     frame_pred = predictions["keypoints"]
@@ -84,7 +85,6 @@ def write_keypoint_metric(project: Any, rows: np.ndarray, values: np.ndarray, se
 
 def _write_error_csv(path: Path, index: list[str], keypoint_names: list[str],
                      errors: np.ndarray, sets: list[str]) -> None:
-    import pandas as pd
 
     frame = pd.DataFrame(errors, index=index, columns=keypoint_names)
     frame["set"] = sets

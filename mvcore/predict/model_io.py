@@ -13,7 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from mvcore.build import build_backbone, select_backbone
+from mvcore.config.load import load_yaml, parse_config
+from mvcore.context import Context
 from mvcore.errors import MvcoreError
+from mvcore.plugin.components import load_components
+from mvcore.training.module import MultiviewPoseModule
+from mvcore.training.weights import load_network_weights, read_network_weights
 
 __all__ = ["load_model", "load_model_config", "resolve_checkpoint"]
 
@@ -42,7 +50,6 @@ def resolve_checkpoint(model_dir: str | Path, checkpoint: str = "best") -> Path:
 
 def load_model_config(model_dir: str | Path) -> Any:
     """The resolved ``MvConfig`` of a model directory (``config_dir`` = the model dir)."""
-    from mvcore.config.load import load_yaml, parse_config
 
     path = _require_dir(model_dir)
     config_file = path / "config.yaml"
@@ -55,7 +62,6 @@ def load_model_config(model_dir: str | Path) -> Any:
 
 
 def _load_context(model_dir: Path) -> Any:
-    from mvcore.context import Context
 
     context_file = model_dir / "context.json"
     if not context_file.is_file():
@@ -80,12 +86,7 @@ def load_model(
     network weight must be in the checkpoint (a missing or unexpected non-loss key is an error:
     the checkpoint belongs to another architecture).
     """
-    import torch
 
-    from mvcore.build import build_backbone, select_backbone
-    from mvcore.plugin.components import load_components
-    from mvcore.training.module import MultiviewPoseModule
-    from mvcore.training.weights import load_network_weights, read_network_weights
 
     path = _require_dir(model_dir)
     config = load_model_config(path)

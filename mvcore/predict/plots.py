@@ -6,26 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# Figures are drawn on matplotlib's object-oriented Figure (rendered by Agg on savefig): no
+# pyplot, so no global backend is switched and no figure outlives its function.
 
 
 def plot_loss_curve(metrics_csv: Path, out_path: Path) -> Path | None:
     """Training loss per step and validation pixel error per epoch from Lightning's CSV log."""
-    import pandas as pd
-
     if not metrics_csv.is_file():
         return None
     log = pd.read_csv(metrics_csv)
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))
+    axes = fig.subplots(1, 2)
     train_column = next((c for c in ("train_loss_step", "train_loss") if c in log), None)
     for column, ax, title in ((train_column, axes[0], "training loss"),
                               ("val_pixel_error", axes[1], "validation pixel error (px)")):
@@ -38,16 +33,12 @@ def plot_loss_curve(metrics_csv: Path, out_path: Path) -> Path | None:
         axes[0].set_yscale("log")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
     return out_path
 
 
 def plot_labeled_frames(project: Any, predictions: dict[str, np.ndarray], rows: list[int],
                         out_dir: Path) -> list[Path]:
     """One PNG per row: every view with labels (green +) and predictions (red x)."""
-    from PIL import Image
-
-    plt = _pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     lookup = {int(r): i for i, r in enumerate(predictions["index"])}
     written = []
@@ -56,7 +47,8 @@ def plot_labeled_frames(project: Any, predictions: dict[str, np.ndarray], rows: 
             continue
         i = lookup[row]
         num_views = len(project.view_names)
-        fig, axes = plt.subplots(1, num_views, figsize=(3.2 * num_views, 3.4))
+        fig = Figure(figsize=(3.2 * num_views, 3.4))
+        axes = fig.subplots(1, num_views)
         for v, ax in enumerate(np.atleast_1d(axes)):
             image = Image.open(project.root / project.image_paths[row][v]).convert("RGB")
             x, y, h, w = project.bboxes[row, v]
@@ -72,6 +64,5 @@ def plot_labeled_frames(project: Any, predictions: dict[str, np.ndarray], rows: 
         fig.tight_layout()
         path = out_dir / f"labeled_frame_{row:05d}.png"
         fig.savefig(path, dpi=90)
-        plt.close(fig)
         written.append(path)
     return written

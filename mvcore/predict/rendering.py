@@ -6,6 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
 from mvcore.data.videos import VideoWriter
@@ -16,7 +17,6 @@ __all__ = ["LabeledVideoWriter", "draw_markers", "keypoint_colors", "marker_radi
 
 def keypoint_colors(colormap: str, num: int) -> np.ndarray:
     """``(num, 3)`` uint8 RGB, evenly spaced along a matplotlib colormap."""
-    import matplotlib
 
     try:
         cmap = matplotlib.colormaps[colormap]

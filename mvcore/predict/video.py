@@ -30,7 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from mvcore.data.bbox import model_to_frame, whole_image_bbox
+from mvcore.data.csv_io import write_3d_csv, write_keypoints_csv
+from mvcore.data.heatmaps import heatmap_to_keypoints
 from mvcore.data.sessions import (
     CalibrationResolver,
     VideoSession,
@@ -39,7 +43,9 @@ from mvcore.data.sessions import (
 )
 from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions
 from mvcore.errors import ConfigError, DataError
+from mvcore.geometry import load_calibration
 from mvcore.predict.decoding import SessionReader, frames_to_model_input, view_frames
+from mvcore.predict.model_io import load_model, load_model_config, resolve_checkpoint
 from mvcore.predict.rendering import LabeledVideoWriter, keypoint_colors
 
 __all__ = [
@@ -70,8 +76,6 @@ def predict_frames(module: Any, images: torch.Tensor, frame_sizes: np.ndarray,
     """``images (B, V, 3, H, W)`` -> keypoints ``(B, V, K, 2)`` frame pixels and confidences
     ``(B, V, K)`` (float32, CPU). The network runs under ``precision``; the sub-pixel
     read-out always in float32 (half precision would cost ~0.5 px at 1000-px frames)."""
-    from mvcore.data.bbox import model_to_frame, whole_image_bbox
-    from mvcore.data.heatmaps import heatmap_to_keypoints
 
     device = module.device
     with _autocast(device.type, precision):
@@ -101,7 +105,6 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
     """Stream a session through the model: 2D per batch, 3D per batch (``cameras``, a
     ``CameraTensors (V, ...)``), labelled frames per batch (``video_writers``, one per view;
     points with confidence < ``video_threshold`` are hidden)."""
-    from tqdm.auto import tqdm
 
     sizes = session.frame_sizes
     keypoints, confidences = [], []
@@ -175,9 +178,6 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
     docstring). Sessions whose outputs are newer than the checkpoint and the videos are
     skipped unless ``overwrite``. ``video_threshold`` defaults to the config's
     ``eval.confidence_thresh_for_vid``; ``calibration`` overrides the project's TOML."""
-    from mvcore.data.csv_io import write_3d_csv, write_keypoints_csv
-    from mvcore.geometry import load_calibration
-    from mvcore.predict.model_io import load_model, load_model_config, resolve_checkpoint
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: expected one of {list(PRECISIONS)}")

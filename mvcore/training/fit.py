@@ -128,7 +128,8 @@ def fit(config: MvConfig, module: Any, data_module: Any, model_dir: Path,
     else:
         csv_logger = CSVLogger(model_dir, name="logs", version="")
     loggers: list[Any] = [csv_logger]
-    try:  # optional: TensorBoard logs when the package is installed
+    try:
+        # lazy: optional dependency, TensorBoard logs only where it is installed
         import tensorboard  # noqa: F401
         from pytorch_lightning.loggers import TensorBoardLogger
 

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.build import make_context, plan_run
     from mvcore.config import load_config
     from mvcore.plugin.components import load_components
@@ -37,6 +38,7 @@ def run_check(args: argparse.Namespace) -> int:
     components = load_components()
     context = None
     if not args.no_data:
+        # lazy: the project reader is imported only when the project is read
         from mvcore.data.project import MultiviewProject
 
         project = MultiviewProject.from_config(config)
@@ -53,6 +55,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.config import dump_config, load_config
 
     config = load_config(args.config, args.overrides)

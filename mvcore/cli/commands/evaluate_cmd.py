@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.predict.evaluate import evaluate_model, format_report
 
     result = evaluate_model(args.model_dir, csv_files=args.csv, ground_truth_3d=args.gt_3d,

@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.example import make_example_project
 
     config_path = make_example_project(args.directory, seed=args.seed)

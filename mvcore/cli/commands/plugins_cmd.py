@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def collect(check: bool = False) -> tuple[list[dict], bool]:
     """Plugin reports and whether strict mode is on; problems are collected, never raised."""
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.plugin.components import build_components
     from mvcore.plugin.manager import PluginSettings, get_plugin_manager
 

@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD
     from mvcore.errors import ConfigError
     from mvcore.predict.video import predict_videos

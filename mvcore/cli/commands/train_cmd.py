@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.config import load_config
     from mvcore.workflow import train
 

@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.config.schema import DataConfig, MvConfig
     from mvcore.data.project import MultiviewProject
     from mvcore.data.triangulate import triangulate_project, write_triangulation_csv

@@ -129,7 +129,7 @@ def model_dir(tmp_path, monkeypatch):
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(TinyBackbonePlugin(), name="tiny")
     components = build_components(manager)
-    monkeypatch.setattr("mvcore.plugin.components.load_components", lambda: components)
+    monkeypatch.setattr("mvcore.predict.model_io.load_components", lambda: components)
     views = ["c0", "c1", "c2", "c3"]
     data = tmp_path / "project"
     raw = {"data": {"image_resize_dims": {"height": 32, "width": 32}, "data_dir": str(data),
