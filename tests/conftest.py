@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
+from shared_data import SHARED_DATA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from shared_data import MOUSE4CAM
 
 from mvcore.data.csv_io import (
     read_keypoints_csv,
@@ -13,8 +14,6 @@ from mvcore.data.csv_io import (
     write_keypoints_csv,
 )
 from mvcore.errors import DataError
-
-MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 
 HEADER = "scorer,me,me,me,me\nbodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\n"
 

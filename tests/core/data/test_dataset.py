@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import MOUSE4CAM
 from torch.utils.data import DataLoader
 
 from mvcore.config.schema import MvConfig
@@ -21,7 +22,6 @@ from mvcore.data.triangulate import triangulate_project
 from mvcore.errors import DataError
 from mvcore.geometry import CameraGroup, CameraTensors, project_points, save_calibration
 
-MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 M4C_VIEWS = ["back", "mid", "side", "top"]
 
 VIEWS = ["a", "b", "c"]

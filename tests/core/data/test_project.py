@@ -1,5 +1,6 @@
 """MultiviewProject: loading, checks (each a DataError naming file and row), calibration."""
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import MOUSE4CAM
 
 from mvcore.config.schema import MvConfig
 from mvcore.data.csv_io import write_keypoints_csv
@@ -15,7 +17,6 @@ from mvcore.data.project import MultiviewProject
 from mvcore.errors import DataError
 from mvcore.geometry import CameraGroup, project_points, save_calibration
 
-MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 M4C_VIEWS = ["back", "mid", "side", "top"]
 
 VIEWS = ["a", "b", "c"]
@@ -80,7 +81,7 @@ def test_loads_mouse4cam():
     config = MvConfig.model_validate(
         {
             "data": {
-                "data_dir": "../shared/data/mouse4cam",
+                "data_dir": os.path.relpath(MOUSE4CAM, Path(__file__).resolve().parents[3]),
                 "csv_file": [f"CollectedData_{v}.csv" for v in M4C_VIEWS],
                 "view_names": M4C_VIEWS,
             },

@@ -9,6 +9,7 @@ import pytest
 import tomllib
 import torch
 from PIL import Image
+from shared_data import MOUSE4CAM
 
 from mvcore.config.schema import MvConfig
 from mvcore.data.csv_io import write_keypoints_csv
@@ -20,7 +21,6 @@ from mvcore.data.triangulate import (
 )
 from mvcore.geometry import CameraGroup, project_points, save_calibration
 
-MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 M4C_VIEWS = ["back", "mid", "side", "top"]
 # README.md of mouse4cam: DLT on undistorted points from every labelled view (OpenCV/aniposelib)
 M4C_MEDIANS = {"back": 8.00, "mid": 3.91, "side": 9.12, "top": 4.00, "all": 6.17}

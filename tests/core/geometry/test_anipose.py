@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from camera_rigs import GOOD_CAM, two_cams, write_toml
+from shared_data import MOUSE4CAM
 
 from mvcore.errors import DataError
 from mvcore.geometry import CameraGroup, load_calibration, save_calibration
-
-MOUSE4CAM = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 
 
 def test_load_good_file(tmp_path: Path) -> None:

@@ -7,11 +7,10 @@ per-point L2 refinement: all 6.24 median / 7.33 mean.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from shared_data import MOUSE4CAM as DATA
 
 from mvcore.geometry import (
     load_calibration,
@@ -21,7 +20,6 @@ from mvcore.geometry import (
     triangulate_pairs,
 )
 
-DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "mouse4cam"
 VIEWS = ["back", "mid", "side", "top"]
 README_MEDIANS = {"back": 8.00, "mid": 3.91, "side": 9.12, "top": 4.00, "all": 6.17}
 README_COUNTS = {"back": 706, "mid": 900, "side": 784, "top": 900, "all": 3290}

@@ -14,6 +14,7 @@ from mv_aug3d.aug3d import Augment3D, Augment3DParams
 from mv_aug3d.fit import apply_homography
 from PIL import Image
 from pydantic import ValidationError
+from shared_data import MOUSE4CAM
 
 from mvcore.context import Context
 from mvcore.data.bbox import frame_to_model, model_to_frame
@@ -114,7 +115,7 @@ def _expected_pose(points: torch.Tensor, draw: dict) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def mouse4cam_samples() -> list[dict]:
-    root = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mouse4cam"
+    root = MOUSE4CAM
     if not (root / "calibration.toml").is_file():
         pytest.skip(f"mouse4cam not found at {root}")
     names = ["back", "mid", "side", "top"]

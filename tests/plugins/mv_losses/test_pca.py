@@ -19,10 +19,10 @@ from mv_losses.pca import (
     resolve_mirrored_column_matches,
 )
 from pydantic import ValidationError
+from shared_data import SHARED_DATA as DATA
 
 from mvcore import ConfigError, ParamError
 
-DATA = Path("/work/shared/data")
 NAN = float("nan")
 
 
