@@ -25,14 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 from mv_aug3d.aug3d import Augment3D, Augment3DParams, warp_views
-from mv_aug3d.fit import apply_homography
 from mv_aug3d.pipelines import DLCParams, DLCPipeline
 from PIL import Image
 
 from mvcore import Context
 from mvcore.data.bbox import frame_to_model
 from mvcore.example import make_example_project, marker_colors
-from mvcore.geometry import CameraTensors, load_calibration, rodrigues_to_matrix
+from mvcore.geometry import CameraTensors, apply_homography, load_calibration, rodrigues_to_matrix
 
 FITS = ("similarity", "affine", "homography")
 MOUSE4CAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "mouse4cam"
@@ -174,7 +173,7 @@ def agreement(
             ok &= ((kp > 4) & (kp < kp.new_tensor(out["images"].shape[-1]) - 5)).all(-1)
             found = locate_blobs(out["images"], kp, colors)
             dists.append((found - kp).norm(dim=-1)[ok])
-            warped = apply_homography(out["transforms"].double(), s["keypoints"].double())
+            warped = apply_homography(s["keypoints"].double(), out["transforms"].double())
             res = (warped - kp).norm(dim=-1)
             fit_res.append(res[torch.isfinite(res)])
     dist = torch.cat(dists)
@@ -218,7 +217,7 @@ def mouse4cam(size: tuple[int, int] = (256, 256)) -> dict[str, dict[str, Any]]:
             }
             result = aug(sample, np.random.default_rng(i))
             models += aug.last_draw["models"]
-            warped = apply_homography(result["transforms"].double(), kp.double())
+            warped = apply_homography(kp.double(), result["transforms"].double())
             dist = (warped - result["keypoints"].double()).norm(dim=-1)
             res.append(dist[torch.isfinite(dist)])
         r = torch.cat(res)

@@ -6,11 +6,13 @@
 - ``projection``: batched differentiable distortion, undistortion, projection, reprojection
   error (torch);
 - ``triangulation``: batched differentiable DLT triangulation (all views, camera pairs) and
-  refinement (torch).
+  refinement (torch);
+- ``homography``: plane homographies applied to image points.
 """
 
 from mvcore.geometry.anipose import load_calibration, save_calibration
 from mvcore.geometry.cameras import CameraGroup, CameraTensors
+from mvcore.geometry.homography import apply_homography
 from mvcore.geometry.projection import (
     distort_normalized,
     project_points,
@@ -28,6 +30,7 @@ from mvcore.geometry.triangulation import (
 __all__ = [
     "CameraGroup",
     "CameraTensors",
+    "apply_homography",
     "camera_pairs",
     "distort_normalized",
     "load_calibration",

@@ -25,17 +25,16 @@ from mvcore.context import Context
 from mvcore.contracts import LOSS_INPUTS
 from mvcore.data.bbox import frame_to_model, model_to_frame
 from mvcore.data.heatmaps import heatmap_to_keypoints
-from mvcore.geometry import CameraTensors, project_points, triangulate, triangulate_pairs
+from mvcore.geometry import (
+    CameraTensors,
+    apply_homography,
+    project_points,
+    triangulate,
+    triangulate_pairs,
+)
 from mvcore.losses.factory import LossFactory
 
-__all__ = ["MultiviewPoseModule", "apply_homography"]
-
-
-def apply_homography(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Map ``(..., K, 2)`` points with ``(..., 3, 3)`` homographies."""
-    ones = torch.ones_like(points[..., :1])
-    mapped = torch.cat([points, ones], -1) @ matrices.transpose(-1, -2)
-    return mapped[..., :2] / mapped[..., 2:3]
+__all__ = ["MultiviewPoseModule"]
 
 
 class _Step:

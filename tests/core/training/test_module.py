@@ -14,12 +14,12 @@ from mvcore.build import build_backbone, build_losses, plan_run
 from mvcore.config.load import parse_config
 from mvcore.contracts import LOSS_INPUTS
 from mvcore.errors import MissingLossInputError
-from mvcore.geometry import CameraTensors, project_points, triangulate
+from mvcore.geometry import CameraTensors, apply_homography, project_points, triangulate
 from mvcore.losses.base import Loss
 from mvcore.plugin.components import build_components
 from mvcore.plugin.manager import get_plugin_manager
 from mvcore.testing import toy_context
-from mvcore.training.module import MultiviewPoseModule, apply_homography
+from mvcore.training.module import MultiviewPoseModule
 
 CONTEXT = toy_context(num_views=2, num_keypoints=3, image_size=32)
 

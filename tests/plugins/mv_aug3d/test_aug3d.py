@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 from mv_aug3d.aug3d import Augment3D, Augment3DParams
-from mv_aug3d.fit import apply_homography
 from PIL import Image
 from pydantic import ValidationError
 from shared_data import MOUSE4CAM
@@ -20,7 +19,13 @@ from mvcore.context import Context
 from mvcore.data.bbox import frame_to_model, model_to_frame
 from mvcore.errors import ConfigError
 from mvcore.example import make_example_project
-from mvcore.geometry import CameraTensors, load_calibration, project_points, triangulate
+from mvcore.geometry import (
+    CameraTensors,
+    apply_homography,
+    load_calibration,
+    project_points,
+    triangulate,
+)
 from mvcore.testing import check_augmenter
 
 F64 = torch.float64
@@ -295,7 +300,7 @@ def test_transforms_map_original_labels_onto_augmented_labels(example_samples):
     aug = augment3d(sample)
     out = aug(sample, np.random.default_rng(5))
     assert out["transforms"].shape == (4, 3, 3) and out["transforms"].dtype == torch.float32
-    mapped = apply_homography(out["transforms"].double(), sample["keypoints"].double())
+    mapped = apply_homography(sample["keypoints"].double(), out["transforms"].double())
     err = (mapped - out["keypoints"].double()).norm(dim=-1)
     motion = (sample["keypoints"].double() - out["keypoints"].double()).norm(dim=-1)
     ok = torch.isfinite(err)
@@ -361,7 +366,7 @@ def test_unlabelled_views_keep_nan_and_single_view_labels_follow_the_warp():
     assert torch.isnan(out["keypoints"][1, 0]).all() and out["visibility"][1, 0] == 1
     assert torch.isfinite(out["keypoints"][[0, 2], 0]).all()
     assert torch.isnan(out["keypoints_3d"][5]).all()
-    warped = apply_homography(out["transforms"][0].double(), sample["keypoints"][0, 5:6].double())
+    warped = apply_homography(sample["keypoints"][0, 5:6].double(), out["transforms"][0].double())
     torch.testing.assert_close(out["keypoints"][0, 5:6].double(), warped, atol=1e-4, rtol=0)
 
 
@@ -400,7 +405,7 @@ def test_three_keypoints_fall_back_from_homography_to_affine_counted():
     assert aug.last_draw["models"] == ["affine"] * 3
     assert out["aug_stats"]["imgaug_3d_fallback"] == 3
     # an affine through 3 points is exact: the warp maps the labels onto their targets
-    mapped = apply_homography(out["transforms"].double(), sample["keypoints"].double())
+    mapped = apply_homography(sample["keypoints"].double(), out["transforms"].double())
     torch.testing.assert_close(mapped, out["keypoints"].double(), atol=1e-3, rtol=0)
 
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from mv_aug3d.fit import (
     MODELS,
-    apply_homography,
     fit_affine,
     fit_homography,
     fit_similarity,
@@ -16,6 +15,8 @@ from mv_aug3d.fit import (
     fit_with_fallback,
     plausible,
 )
+
+from mvcore.geometry import apply_homography
 
 F64 = torch.float64
 
@@ -49,7 +50,7 @@ FITTERS = {
 @pytest.mark.parametrize("model", MODELS)
 def test_each_model_recovers_its_own_transform_and_every_richer_model_too(model):
     src = _points()
-    dst = apply_homography(TRUE[model], src)
+    dst = apply_homography(src, TRUE[model])
     for richer in MODELS[MODELS.index(model) :]:
         mat, ok = FITTERS[richer](src, dst)
         assert ok.all(), richer
@@ -60,12 +61,12 @@ def test_similarity_is_the_least_squares_solution():
     """Perturbing the closed-form answer in any parameter increases the squared error."""
     src = _points(1, 12)
     g = torch.Generator().manual_seed(1)
-    dst = apply_homography(TRUE["affine"], src) + torch.randn(src.shape, generator=g, dtype=F64)
+    dst = apply_homography(src, TRUE["affine"]) + torch.randn(src.shape, generator=g, dtype=F64)
     mat, ok = fit_similarity(src, dst)
     assert ok.all()
 
     def cost(m: torch.Tensor) -> float:
-        return float(((apply_homography(m, src) - dst) ** 2).sum())
+        return float(((apply_homography(src, m) - dst) ** 2).sum())
 
     best = cost(mat)
     for i, j in [(0, 0), (1, 0), (0, 2), (1, 2)]:
@@ -81,7 +82,7 @@ def test_similarity_is_the_least_squares_solution():
 
 def test_invalid_and_nan_points_are_ignored():
     src = _points(2, 10)
-    dst = apply_homography(TRUE["homography"], src)
+    dst = apply_homography(src, TRUE["homography"])
     dst_bad = dst.clone()
     dst_bad[:, 0] += 50.0  # an outlier, masked out below
     src[:, 1] = float("nan")  # a missing label
@@ -94,7 +95,7 @@ def test_invalid_and_nan_points_are_ignored():
 
 def test_fallback_chain_by_number_of_points():
     src = _points(6, 8)
-    dst = apply_homography(TRUE["homography"], src)
+    dst = apply_homography(src, TRUE["homography"])
     valid = torch.ones(6, 8, dtype=torch.bool)
     for view, count in enumerate([8, 4, 3, 2, 1, 0]):
         valid[view, count:] = False
@@ -111,7 +112,7 @@ def test_fallback_chain_by_number_of_points():
     # passes exactly through) its points
     torch.testing.assert_close(mat[1], TRUE["homography"], atol=1e-8, rtol=1e-8)
     for view, count in [(2, 3), (3, 2), (4, 1)]:
-        moved = apply_homography(mat[view], src[view, :count])
+        moved = apply_homography(src[view, :count], mat[view])
         torch.testing.assert_close(moved, dst[view, :count], atol=1e-8, rtol=1e-8)
     assert torch.equal(mat[5], torch.eye(3, dtype=F64))
 
@@ -119,7 +120,7 @@ def test_fallback_chain_by_number_of_points():
 def test_collinear_points_fall_back_from_affine_and_homography():
     t = torch.linspace(0, 1, 6, dtype=F64)
     src = torch.stack([50 + 100 * t, 80 + 30 * t], -1)[None]  # all on one line
-    dst = apply_homography(TRUE["similarity"], src)
+    dst = apply_homography(src, TRUE["similarity"])
     assert not fit_affine(src, dst)[1].any()
     mat, used = fit_with_fallback(src, dst, None, "homography", image_size=(256, 256))
     assert MODELS[int(used)] == "similarity"
@@ -140,5 +141,5 @@ def test_plausible_rejects_reflections_folds_and_wild_perspective():
 
 def test_apply_homography_keeps_nan():
     pts = torch.tensor([[[1.0, 2.0], [float("nan"), 3.0]]], dtype=F64)
-    out = apply_homography(TRUE["homography"][None], pts)
+    out = apply_homography(pts, TRUE["homography"][None])
     assert torch.isfinite(out[0, 0]).all() and torch.isnan(out[0, 1]).all()

@@ -9,7 +9,6 @@ import pytest
 import torch
 import yaml
 from mv_aug3d.aug3d import Augment3D
-from mv_aug3d.fit import apply_homography
 from mv_aug3d.pipelines import DLCParams, DLCPipeline, NoAugmentation
 from mv_aug3d.plugin import AUGMENTERS
 
@@ -18,7 +17,7 @@ from mvcore.build import plan_run
 from mvcore.config.load import parse_config
 from mvcore.context import Context
 from mvcore.errors import ConfigError
-from mvcore.geometry import CameraTensors
+from mvcore.geometry import CameraTensors, apply_homography
 from mvcore.plugin.components import load_components
 from mvcore.testing import check_augmenter
 
@@ -183,7 +182,7 @@ def test_dlc_geometric_ops_move_keypoints_with_the_image():
         out = aug(sample, np.random.default_rng(seed))
         mats = out["transforms"].double()
         assert not torch.allclose(mats, torch.eye(3, dtype=torch.float64).expand(3, 3, 3))
-        expected = apply_homography(mats, sample["keypoints"].double())
+        expected = apply_homography(sample["keypoints"].double(), mats)
         torch.testing.assert_close(out["keypoints"].double(), expected, atol=1e-4, rtol=0)
         # the blob itself lands on the transformed keypoint
         err = (_centroid(out["images"]) - out["keypoints"][:, 0].double()).norm(dim=-1)

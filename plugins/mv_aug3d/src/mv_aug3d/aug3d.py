@@ -16,11 +16,11 @@ from kornia.geometry.transform import warp_perspective
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from mv_aug3d.fit import MODELS, apply_homography, fit_with_fallback
+from mv_aug3d.fit import MODELS, fit_with_fallback
 from mvcore import Augmenter, AugmenterParams, ConfigError, Context
 from mvcore.contracts import AugmenterSample as Sample
 from mvcore.data.bbox import frame_to_model, model_to_frame
-from mvcore.geometry import project_points, triangulate
+from mvcore.geometry import apply_homography, project_points, triangulate
 
 __all__ = ["Augment3D", "Augment3DParams", "warp_views"]
 
@@ -204,7 +204,7 @@ class Augment3D(Augmenter):
             return {**sample, "aug_stats": stats}
 
         # labels -> augmented targets; labels without a 3D point follow the fitted warp
-        warped = apply_homography(mats, keypoints)
+        warped = apply_homography(keypoints, mats)
         target = torch.where(has_3d[None, :, None], dst, warped)
         behind = has_3d[None] & ~front_aug
         keep = labelled & _inside(target, image_size) & ~behind

@@ -28,7 +28,6 @@ from torch import Tensor
 __all__ = [
     "MIN_POINTS",
     "MODELS",
-    "apply_homography",
     "fit_affine",
     "fit_homography",
     "fit_similarity",
@@ -180,13 +179,6 @@ _FITTERS = {
     "affine": fit_affine,
     "homography": fit_homography,
 }
-
-
-def apply_homography(mat: Tensor, points: Tensor) -> Tensor:
-    """``mat (..., 3, 3)`` applied to ``points (..., N, 2)`` -> ``(..., N, 2)`` (NaN stays NaN)."""
-    hom = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)
-    out = hom @ mat.to(points.dtype).transpose(-1, -2)
-    return out[..., :2] / out[..., 2:]
 
 
 def plausible(

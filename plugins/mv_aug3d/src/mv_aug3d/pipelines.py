@@ -20,9 +20,9 @@ from pydantic import Field
 from torch import Tensor
 
 from mv_aug3d.aug3d import warp_views
-from mv_aug3d.fit import apply_homography
 from mvcore import Augmenter, AugmenterParams
 from mvcore.contracts import AugmenterSample as Sample
+from mvcore.geometry import apply_homography
 
 __all__ = ["DLCParams", "DLCPipeline", "NoAugmentation"]
 
@@ -202,7 +202,7 @@ class DLCPipeline(Augmenter):
         new_images = images.clone()
         new_images[idx] = warp_views(images[idx], mats[idx])
         keypoints = sample["keypoints"]
-        moved_kp = apply_homography(mats, keypoints.double())
+        moved_kp = apply_homography(keypoints.double(), mats)
         inside = (
             (moved_kp[..., 0] >= -0.5)
             & (moved_kp[..., 0] < width - 0.5)
