@@ -232,6 +232,21 @@ def mvcore(args: list[str], env: dict, cwd: Path, timeout: int = 300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def mvcore_all(commands: list[tuple[list[str], dict]], cwd: Path, timeout: int = 300
+               ) -> list[subprocess.CompletedProcess]:
+    """Several ``mvcore`` commands at once (each starts Python and torch: run them side by
+    side), in the order given."""
+    started = [(args, subprocess.Popen([sys.executable, "-m", "mvcore.cli.main", *args],
+                                       env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True))
+               for args, env in commands]
+    done = []
+    for args, process in started:
+        out, err = process.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(args, process.returncode, out, err))
+    return done
+
+
 def clean_env(site: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(site)}
     for key in ("MVCORE_LOAD_PLUGINS", "MVCORE_DISABLE_PLUGINS", "MVCORE_STRICT_PLUGINS"):
@@ -314,11 +329,12 @@ def test_third_party_losses_augmenter_and_backbone_train(installed, example, tmp
     root, env = installed
     config = tmp_path / "acme.yaml"
     config.write_text(yaml.safe_dump(_acme_config(example)))
-    checked = mvcore(["config", "check", str(config)], env, root)
+    checked, run = mvcore_all([
+        (["config", "check", str(config)], env),
+        (["train", str(config), "--output", str(tmp_path / "run"), *EPOCH], env)], root)
     assert checked.returncode == 0, checked.stderr
     assert ("losses: heatmap_mse, acme_reprojection, acme_pairwise_spread, acme_bone_length; "
             "model: acme_tiny; augmenters: acme_jitter") in checked.stdout
-    run = mvcore(["train", str(config), "--output", str(tmp_path / "run"), *EPOCH], env, root)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr and "mvcore plugin" not in run.stderr
     with (tmp_path / "run" / "logs" / "metrics.csv").open() as handle:
@@ -355,7 +371,8 @@ def broken(installed):
 
 def test_plugins_lists_every_plugin_with_its_names_and_problems(broken):
     root, env = broken
-    listed = mvcore(["plugins", "--json"], env, root)
+    listed, checked, helped = mvcore_all([(["plugins", "--json"], env),
+                                          (["plugins", "--check"], env), (["--help"], env)], root)
     assert listed.returncode == 0, listed.stderr
     plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
     assert "needs libfoo" in plugins["mv-broken-import"]["problems"][0]
@@ -371,11 +388,10 @@ def test_plugins_lists_every_plugin_with_its_names_and_problems(broken):
     assert plugins["mv-lazy-typo"]["problems"] == []  # lazy: not imported by a plain listing
     assert "heatmap_mse" in plugins["mv-losses"]["registered"]["loss"]  # ours keeps its name
     assert plugins["mv-acme"]["problems"] == []
-    checked = mvcore(["plugins", "--check"], env, root)
     assert checked.returncode == 1
     assert ("loss typo_loss: DISABLED, its target 'mv_lazy_tpyo.losses:TypoLoss' does not "
             "import: ModuleNotFoundError") in checked.stdout
-    helped = mvcore(["--help"], env, root)  # a command hook that raises costs its commands only
+    # a command hook that raises costs its own commands only
     assert helped.returncode == 0 and "acme-hello" in helped.stdout
 
 
@@ -396,34 +412,39 @@ def test_a_config_that_uses_no_broken_name_trains_with_one_warning_each(broken, 
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("hook_bone", "losses.hook_bone: loss 'hook_bone' from plugin mv-broken-hook 0.1 is broken: "
-                  "its mvcore_register_losses hook raised RuntimeError: licence server "
-                  "unreachable. To use it, update or reinstall mv-broken-hook, or report it to "
-                  "its author"),
-    ("wrong_kind_loss", "losses.wrong_kind_loss: loss 'wrong_kind_loss' from plugin "
-                        "mv-wrong-kind 0.1 is broken: <class 'mv_wrong_kind.NotALoss'> is not a "
-                        "subclass of mvcore.losses.base.Loss."),
-    ("typo_loss", "losses.typo_loss: loss 'typo_loss' from plugin mv-lazy-typo 0.1 is broken: "
-                  "its target 'mv_lazy_tpyo.losses:TypoLoss' does not import: "
-                  "ModuleNotFoundError: No module named 'mv_lazy_tpyo'."),
-])
-def test_a_config_that_uses_a_broken_name_gets_one_line(broken, example, tmp_path, name,
-                                                        expected):
+BROKEN_NAMES = {
+    "hook_bone": "losses.hook_bone: loss 'hook_bone' from plugin mv-broken-hook 0.1 is broken: "
+                 "its mvcore_register_losses hook raised RuntimeError: licence server "
+                 "unreachable. To use it, update or reinstall mv-broken-hook, or report it to its "
+                 "author",
+    "wrong_kind_loss": "losses.wrong_kind_loss: loss 'wrong_kind_loss' from plugin "
+                       "mv-wrong-kind 0.1 is broken: <class 'mv_wrong_kind.NotALoss'> is not a "
+                       "subclass of mvcore.losses.base.Loss.",
+    "typo_loss": "losses.typo_loss: loss 'typo_loss' from plugin mv-lazy-typo 0.1 is broken: its "
+                 "target 'mv_lazy_tpyo.losses:TypoLoss' does not import: ModuleNotFoundError: No "
+                 "module named 'mv_lazy_tpyo'.",
+}
+
+
+def test_a_config_that_uses_a_broken_name_gets_one_line(broken, example, tmp_path):
     root, env = broken
-    raw = yaml.safe_load((example / "config.yaml").read_text())
-    raw["losses"] = {name: {"log_weight": 1.0}}
-    raw["data"]["data_dir"] = str(example)
-    config = tmp_path / "uses_broken.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    commands = [["config", "check", str(config)]]
-    if name == "typo_loss":  # training fails the same way, before writing anything
-        commands.append(["train", str(config), "--output", str(tmp_path / "run")])
-    for command in commands:
-        result = mvcore(command, env, root)
+    commands, expected = [], []
+    for name, message in BROKEN_NAMES.items():
+        raw = yaml.safe_load((example / "config.yaml").read_text())
+        raw["losses"] = {name: {"log_weight": 1.0}}
+        raw["data"]["data_dir"] = str(example)
+        config = tmp_path / f"uses_{name}.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        commands.append((["config", "check", str(config)], env))
+        expected.append(message)
+    # training fails the same way, before writing anything
+    commands.append((["train", str(tmp_path / "uses_typo_loss.yaml"), "--output",
+                      str(tmp_path / "run")], env))
+    expected.append(BROKEN_NAMES["typo_loss"])
+    for result, message in zip(mvcore_all(commands, root), expected):
         assert result.returncode == 2, result.stderr[-2000:]
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and errors[0].startswith(f"error: {expected}"), result.stderr
+        assert len(errors) == 1 and errors[0].startswith(f"error: {message}"), result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
 
@@ -431,11 +452,12 @@ def test_a_config_that_uses_a_broken_name_gets_one_line(broken, example, tmp_pat
 def test_strict_mode_makes_every_problem_an_error(broken, example, tmp_path):
     root, env = broken
     strict = {**env, "MVCORE_STRICT_PLUGINS": "1"}
-    result = mvcore(["train", str(example / "config.yaml"), "--output", str(tmp_path / "run")],
-                    strict, root)
+    result, listed = mvcore_all([
+        (["train", str(example / "config.yaml"), "--output", str(tmp_path / "run")], strict),
+        (["plugins"], strict)], root)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "plugin problems (MVCORE_STRICT_PLUGINS=1 makes them fatal" in result.stderr
     for dist in ("mv-broken-import", "mv-broken-hook", "mv-wrong-kind", "mv-clash",
                  "mv-lazy-typo"):
         assert f"  {dist}: " in result.stderr, dist
-    assert mvcore(["plugins"], strict, root).returncode == 1
+    assert listed.returncode == 1
