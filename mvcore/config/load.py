@@ -70,8 +70,14 @@ def _lookup(raw: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+#: sections mvcore does not use: kept as written, their references never resolved (Hydra
+#: fills ``${hydra.job.num}`` and the like at run time, in Lightning Pose)
+_UNRESOLVED_SECTIONS = ("hydra",)
+
+
 def _interpolate(raw: dict[str, Any]) -> dict[str, Any]:
-    """Resolve OmegaConf-style ``${section.key}`` references (Lightning Pose configs use them)."""
+    """Resolve OmegaConf-style ``${section.key}`` references (Lightning Pose configs use them),
+    except inside the sections mvcore does not use."""
 
     def resolve(value: Any, depth: int = 0) -> Any:
         if depth > 10:
@@ -91,7 +97,8 @@ def _interpolate(raw: dict[str, Any]) -> dict[str, Any]:
             )
         return value
 
-    return resolve(raw)
+    return {key: value if key in _UNRESOLVED_SECTIONS else resolve(value)
+            for key, value in raw.items()}
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

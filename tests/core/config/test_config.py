@@ -174,3 +174,23 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_references_inside_the_hydra_section_are_left_alone():
+    config = parse_config({"hydra": {"sweep": {"subdir": "${hydra.job.num}"}},
+                           "eval": {"test_videos_directory": "${data.video_dir}"},
+                           "data": {"video_dir": "videos"}})
+    assert config.hydra == {"sweep": {"subdir": "${hydra.job.num}"}}
+    assert config.eval.test_videos_directory == "videos"
+
+
+def test_lightning_pose_multiview_template_loads_once_its_placeholders_are_filled(shared_data):
+    path = shared_data / "lightning-pose-configs" / "config_default_multiview.yaml"
+    with pytest.raises(ConfigError) as info:  # the template leaves the image size to fill
+        load_config(path)
+    assert "data.image_resize_dims.height: Input should be a valid integer" in str(info.value)
+    assert "hydra" not in str(info.value)
+    config = load_config(path, ["data.image_resize_dims.height=256",
+                                "data.image_resize_dims.width=256"])
+    assert config.lightning_pose["model.backbone"] == "vits_dino"
+    assert config.data.view_names == ["cam0", "cam1"]
