@@ -2,7 +2,7 @@
 
 - ``cameras``: ``CameraGroup`` (numpy rig) and ``CameraTensors`` (torch rig);
 - ``anipose``: anipose calibration TOML files, ``load_calibration`` / ``save_calibration``;
-- ``rotations``: Rodrigues vectors -> rotation matrices, torch and numpy;
+- ``rotations``: Rodrigues vectors <-> rotation matrices, torch and numpy;
 - ``projection``: batched differentiable distortion, undistortion, projection, reprojection
   error (torch);
 - ``triangulation``: batched differentiable DLT triangulation (all views, camera pairs) and
@@ -19,7 +19,11 @@ from mvcore.geometry.projection import (
     reprojection_error,
     undistort_points,
 )
-from mvcore.geometry.rotations import rodrigues_to_matrix, rodrigues_to_matrix_np
+from mvcore.geometry.rotations import (
+    matrix_to_rodrigues_np,
+    rodrigues_to_matrix,
+    rodrigues_to_matrix_np,
+)
 from mvcore.geometry.triangulation import (
     camera_pairs,
     refine_points,
@@ -34,6 +38,7 @@ __all__ = [
     "camera_pairs",
     "distort_normalized",
     "load_calibration",
+    "matrix_to_rodrigues_np",
     "project_points",
     "refine_points",
     "reprojection_error",
