@@ -2,6 +2,8 @@
 
 - ``cameras``: ``CameraGroup`` (numpy rig) and ``CameraTensors`` (torch rig);
 - ``anipose``: anipose calibration TOML files, ``load_calibration`` / ``save_calibration``;
+- ``calibration_formats``: other tools' calibration files (OpenCV YAML / XML, Label3D / DANNCE
+  ``.mat``) -> a ``CameraGroup``, ``convert_calibration`` (``mvcore calib convert``);
 - ``rotations``: Rodrigues vectors <-> rotation matrices, torch and numpy;
 - ``projection``: batched differentiable distortion, undistortion, projection, reprojection
   error (torch);
@@ -11,6 +13,13 @@
 """
 
 from mvcore.geometry.anipose import load_calibration, save_calibration
+from mvcore.geometry.calibration_formats import (
+    ConvertedCamera,
+    convert_calibration,
+    read_matlab_cameras,
+    read_opencv_cameras,
+    save_calibration_atomically,
+)
 from mvcore.geometry.cameras import CameraGroup, CameraTensors
 from mvcore.geometry.homography import apply_homography
 from mvcore.geometry.projection import (
@@ -34,17 +43,22 @@ from mvcore.geometry.triangulation import (
 __all__ = [
     "CameraGroup",
     "CameraTensors",
+    "ConvertedCamera",
     "apply_homography",
     "camera_pairs",
+    "convert_calibration",
     "distort_normalized",
     "load_calibration",
     "matrix_to_rodrigues_np",
     "project_points",
+    "read_matlab_cameras",
+    "read_opencv_cameras",
     "refine_points",
     "reprojection_error",
     "rodrigues_to_matrix",
     "rodrigues_to_matrix_np",
     "save_calibration",
+    "save_calibration_atomically",
     "triangulate",
     "triangulate_pairs",
     "undistort_points",
