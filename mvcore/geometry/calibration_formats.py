@@ -171,8 +171,9 @@ def _upright_matrix(arr: np.ndarray, where: str, transposed: bool, fix: str) -> 
                             f"key's; {fix}")
         raise DataError(f"{where}: not a camera matrix (its last row must be [0, 0, 1]): "
                         f"{_short(arr.tolist())}")
-    if k[0, 0] == 0.0 or k[1, 1] == 0.0:
-        raise DataError(f"{where}: zero focal length in {_short(arr.tolist())}")
+    if k[0, 0] <= 0.0 or k[1, 1] <= 0.0:
+        raise DataError(f"{where}: focal lengths must be positive, got fx={k[0, 0]:g}, "
+                        f"fy={k[1, 1]:g}")
     return k.copy()
 
 
@@ -626,15 +627,19 @@ def convert_calibration(
 
 def save_calibration_atomically(group: CameraGroup, path: str | Path) -> Path:
     """Write ``group`` as an anipose TOML at ``path`` so that ``path`` is never half written:
-    a temporary file in the same folder, read back with ``load_calibration`` (the file is
-    checked before it replaces anything), then renamed over ``path``. Returns ``path``."""
+    a temporary file in the same folder, read back with ``load_calibration`` (so the file is
+    checked as every reader will check it before it replaces anything), then renamed over
+    ``path``. Returns ``path``; a DataError (naming ``path``) leaves ``path`` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a fresh name (not mkstemp, whose 0600 mode would stay on the renamed file)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         save_calibration(group, tmp)
-        load_calibration(tmp)
+        try:
+            load_calibration(tmp)
+        except DataError as exc:
+            raise DataError(f"not written: {str(exc).replace(str(tmp), str(path))}") from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -393,6 +393,8 @@ def test_missing_camera_matrix_lists_the_keys_found(tmp_path: Path) -> None:
                                                  "rename the key to intrinsicMatrix"]),
     ({"camera_matrix": None, "intrinsicMatrix": SKEWED.intrinsics[0]},
      ["key 'intrinsicMatrix'", "upright", "rename the key to camera_matrix"]),
+    ({"camera_matrix": SKEWED.intrinsics[0] * [[-1], [1], [1]]},
+     ["key 'camera_matrix'", "focal lengths must be positive", "fx=-700.25"]),
     ({"T": np.zeros((2, 1))}, ["key 'T'", "3 numbers", "2x1"]),
     ({"R": np.eye(3) * 2}, ["key 'R'", "not a rotation matrix"]),
     ({"R": np.eye(2)}, ["key 'R'", "3x3 rotation matrix", "2x2"]),
@@ -472,3 +474,17 @@ def test_fisheye_in_the_multiview_layout_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "multiview.yml"
     path.write_text(opencv_text(fields, "yml"))
     _raises([path], str(path), "key 'is_fisheye'", "fisheye")
+
+
+def test_save_atomically_keeps_the_old_file_when_the_new_one_is_bad(tmp_path: Path) -> None:
+    out = tmp_path / "calibration.toml"
+    out.write_text("old")
+    bad = CameraGroup(names=["a", "a"], sizes=[[640, 480]] * 2,
+                      intrinsics=np.stack([SKEWED.intrinsics[0]] * 2),
+                      distortions=np.zeros((2, 5)), rotations=np.zeros((2, 3)),
+                      translations=[[0.0, 0.0, 0.0], [100.0, 0.0, 0.0]])
+    with pytest.raises(DataError, match="not written") as info:
+        save_calibration_atomically(bad, out)
+    assert str(out) in str(info.value) and ".tmp" not in str(info.value)
+    assert out.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "calibration.toml"]
