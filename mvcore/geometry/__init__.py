@@ -7,8 +7,8 @@
 - ``rotations``: Rodrigues vectors <-> rotation matrices, torch and numpy;
 - ``projection``: batched differentiable distortion, undistortion, projection, reprojection
   error (torch);
-- ``triangulation``: batched differentiable DLT triangulation (all views, camera pairs) and
-  refinement (torch);
+- ``triangulation``: batched differentiable DLT triangulation (all views, camera pairs) with
+  cheirality and conditioning checks, and refinement (torch);
 - ``homography``: plane homographies applied to image points.
 """
 
@@ -34,17 +34,27 @@ from mvcore.geometry.rotations import (
     rodrigues_to_matrix_np,
 )
 from mvcore.geometry.triangulation import (
+    DEFAULT_MIN_RAY_ANGLE,
+    FLOAT32_RELATIVE_ERROR,
+    TriangulatedPoints,
+    camera_centers,
     camera_pairs,
+    ray_angles,
     refine_points,
     triangulate,
+    triangulate_checked,
     triangulate_pairs,
 )
 
 __all__ = [
+    "DEFAULT_MIN_RAY_ANGLE",
+    "FLOAT32_RELATIVE_ERROR",
     "CameraGroup",
     "CameraTensors",
     "ConvertedCamera",
     "apply_homography",
+    "TriangulatedPoints",
+    "camera_centers",
     "camera_pairs",
     "convert_calibration",
     "distort_normalized",
@@ -53,6 +63,7 @@ __all__ = [
     "project_points",
     "read_matlab_cameras",
     "read_opencv_cameras",
+    "ray_angles",
     "refine_points",
     "reprojection_error",
     "rodrigues_to_matrix",
@@ -60,6 +71,7 @@ __all__ = [
     "save_calibration",
     "save_calibration_atomically",
     "triangulate",
+    "triangulate_checked",
     "triangulate_pairs",
     "undistort_points",
 ]

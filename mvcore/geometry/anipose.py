@@ -19,6 +19,7 @@ import numpy as np
 
 from mvcore.errors import DataError
 from mvcore.geometry.cameras import _NUM_DISTORTIONS, CameraGroup
+from mvcore.geometry.rig_checks import check_cameras
 
 try:  # Python >= 3.11
     import tomllib
@@ -63,7 +64,8 @@ def _numeric(
 
 
 def load_calibration(path: str | Path) -> CameraGroup:
-    """Read an anipose calibration TOML; raise DataError naming file, section and key if bad.
+    """Read an anipose calibration TOML; raise DataError naming file, section and key if bad
+    (malformed values, and cameras that cannot be right: ``mvcore.geometry.rig_checks``).
 
     Distortion lists shorter than 5 are padded with zeros (OpenCV order k1 k2 p1 p2 k3);
     longer ones and fisheye cameras are rejected.
@@ -105,8 +107,6 @@ def load_calibration(path: str | Path) -> CameraGroup:
         if np.any(size <= 0):
             raise DataError(f"{where} key 'size': expected positive [width, height], got {size}")
         matrix = _numeric(table, "matrix", (3, 3), where)
-        if matrix[0, 0] == 0 or matrix[1, 1] == 0 or abs(np.linalg.det(matrix)) < 1e-12:
-            raise DataError(f"{where} key 'matrix': singular camera matrix {matrix.tolist()}")
         dist = _numeric(table, "distortions", (_NUM_DISTORTIONS,), where, allow_shorter=True)
         names.append(name)
         sizes.append(size)
@@ -115,7 +115,7 @@ def load_calibration(path: str | Path) -> CameraGroup:
         rots.append(_numeric(table, "rotation", (3,), where))
         trans.append(_numeric(table, "translation", (3,), where))
 
-    return CameraGroup(
+    group = CameraGroup(
         names=names,
         sizes=np.stack(sizes),
         intrinsics=np.stack(mats),
@@ -123,6 +123,8 @@ def load_calibration(path: str | Path) -> CameraGroup:
         rotations=np.stack(rots),
         translations=np.stack(trans),
     )
+    check_cameras(group, str(path))
+    return group
 
 
 def _toml_value(x: Any) -> str:

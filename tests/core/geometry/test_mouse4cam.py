@@ -13,10 +13,14 @@ import torch
 from shared_data import MOUSE4CAM as DATA
 
 from mvcore.geometry import (
+    FLOAT32_RELATIVE_ERROR,
+    camera_centers,
     load_calibration,
+    project_points,
     refine_points,
     reprojection_error,
     triangulate,
+    triangulate_checked,
     triangulate_pairs,
 )
 
@@ -92,3 +96,91 @@ def test_refinement_and_pairs(mouse4cam: tuple) -> None:
     # the median over pairs is close to the all-view DLT (mouse barely moves; ~mm scale)
     gap = (pairs.nanmedian(dim=1).values - x3d).norm(dim=-1)
     assert float(gap.median()) < 5.0
+
+
+# ------------------------------------------------- precision and broken rigs on the real rig
+
+
+def test_gradcheck_float64_in_millimetres(mouse4cam: tuple) -> None:
+    # the unconditioned DLT failed this at the default step on this rig (mm, 120-470 mm away)
+    points, group = mouse4cam
+    cams = group.to_tensors(dtype=torch.float64)
+    pix = points[:3, :, :4].clone().requires_grad_()
+    ext = cams.extrinsics.clone().requires_grad_()
+    k, d = cams.intrinsics, cams.distortions
+    assert torch.autograd.gradcheck(lambda p, e: triangulate(p, k, e, d), (pix, ext))
+    # pairs with the unlabelled back view are NaN (constant): compare the others
+    pairs = lambda p: triangulate_pairs(p, k, cams.extrinsics, d).nan_to_num(0.0)  # noqa: E731
+    assert torch.autograd.gradcheck(pairs, (pix,))
+
+
+def test_float32_solve_within_documented_bound(mouse4cam: tuple) -> None:
+    # float32 (devices without float64) loses only rounding: it was 1.2 mm median unconditioned
+    points, group = mouse4cam
+    cams = group.to_tensors(dtype=torch.float64)
+    args = (cams.intrinsics, cams.extrinsics, cams.distortions)
+    ref = triangulate(points, *args)
+    f32 = triangulate(points, *args, solve_dtype=torch.float32)
+    centers = camera_centers(cams.extrinsics)
+    spread = float((centers - centers.mean(0)).square().sum(-1).mean().sqrt())
+    err = (f32 - ref).norm(dim=-1)
+    assert float(err.max()) / spread < FLOAT32_RELATIVE_ERROR
+    assert float(err.median()) < 1e-3  # mm
+
+
+def _flipped(extrinsics: torch.Tensor, view: int) -> torch.Tensor:
+    """The rig with camera ``view`` turned 180 degrees about its own y axis (same centre)."""
+    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=extrinsics.dtype))
+    out = extrinsics.clone()
+    out[view] = flip @ extrinsics[view]
+    return out
+
+
+def test_camera_that_sees_points_from_behind_is_left_out(mouse4cam: tuple) -> None:
+    # 'top' turned around, its 2D made consistent through the turned camera: the DLT fits it at
+    # 0 px, but every point is behind it; it must take no part and the 3D must not change.
+    points, group = mouse4cam
+    cams = group.to_tensors(dtype=torch.float64)
+    k, ext, d = cams.intrinsics, cams.extrinsics, cams.distortions
+    truth = triangulate(points, k, ext, d)
+    bad = _flipped(ext, 3)
+    pix = points.clone()
+    pix[:, 3] = project_points(truth, k, bad, d)[:, 3]
+    three = triangulate(points[:, :3], k[:3], ext[:3], d[:3])
+    out = triangulate_checked(pix, k, bad, d)
+    assert int(out.behind[:, 3].sum()) == 900 and not out.behind[:, :3].any()
+    assert not out.used[:, 3].any()
+    torch.testing.assert_close(out.points, three, rtol=0, atol=1e-9)
+    # each pair with 'top' is NaN; the others are unchanged
+    pairs = triangulate_pairs(pix, k, bad, d)
+    assert pairs[:, [2, 4, 5]].isnan().all()
+    others = triangulate_pairs(points, k, ext, d)[:, [0, 1, 3]]
+    torch.testing.assert_close(pairs[:, [0, 1, 3]], others, equal_nan=True)
+
+
+def test_identical_and_nearly_identical_cameras_give_no_depth(mouse4cam: tuple) -> None:
+    points, group = mouse4cam
+    cams = group.to_tensors(dtype=torch.float64)
+    k, ext, d = cams.intrinsics, cams.extrinsics, cams.distortions
+    truth = triangulate(points, k, ext, d)
+    mid = [1, 1]
+    twin = ext[mid].clone()
+    # zero baseline: the same camera twice sees the same 2D
+    same = triangulate_checked(points[:, mid], k[mid], twin, d[mid])
+    assert same.points.isnan().all()
+    assert (same.narrow | same.behind.any(-2)).all()
+    # 1 mm apart along the camera's x axis, 0.5 px noise: depth is noise (was up to 927 m)
+    twin[1, 0, 3] -= 1.0
+    g = torch.Generator().manual_seed(0)
+    pix = project_points(truth, k[mid], twin, d[mid])
+    pix = pix + 0.5 * torch.randn(pix.shape, dtype=torch.float64, generator=g)
+    near = triangulate_checked(pix, k[mid], twin, d[mid])
+    assert near.points.isnan().all() and (near.narrow | near.behind.any(-2)).all()
+    assert triangulate_pairs(pix, k[mid], twin, d[mid]).isnan().all()
+    # the same nearly-twin camera added to the full rig changes nothing that matters
+    rig = torch.cat([ext, twin[1:]])
+    five = torch.cat([points, pix[:, 1:]], dim=1)
+    k5, d5 = torch.cat([k, k[1:2]]), torch.cat([d, d[1:2]])
+    full = triangulate_checked(five, k5, rig, d5)
+    assert torch.isfinite(full.points).all() and not full.narrow.any()
+    assert float((full.points - truth).norm(dim=-1).max()) < 1.0  # mm

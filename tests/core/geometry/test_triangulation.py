@@ -81,20 +81,42 @@ def test_missing_views_weights_and_min_views() -> None:
 
 
 def test_dlt_matches_numpy_svd_reference() -> None:
-    # noisy points: the eigh-of-A^T-A solve must equal the textbook SVD of A (aniposelib).
+    # noisy points: the eigh-of-A^T-A solve must equal the textbook SVD of A written in the
+    # conditioned world frame (cameras' centroid, RMS spread), as the module docstring says.
     k, ext, d = random_rig(4, seed=15)
     x = random_points((30,), seed=16)
     g = torch.Generator().manual_seed(1)
     pix = project_points(x, k, ext) + 3.0 * torch.randn(4, 30, 2, dtype=F64, generator=g)
     out = triangulate(pix, k, ext)
     xy = torch.linalg.solve(k, torch.cat([pix, torch.ones(4, 30, 1, dtype=F64)], -1).mT).mT
+    e = ext.numpy()
+    centers = np.stack([-e[v, :, :3].T @ e[v, :, 3] for v in range(4)])
+    origin = centers.mean(0)
+    spread = np.sqrt(((centers - origin) ** 2).sum(1).mean())
+    denormalise = np.eye(4)
+    denormalise[:3, :3] *= spread
+    denormalise[:3, 3] = origin
     for j in range(30):
         a = []
         for v in range(4):
-            p = ext[v].numpy()
+            p = e[v] @ denormalise
             a += [xy[v, j, 0].item() * p[2] - p[0], xy[v, j, 1].item() * p[2] - p[1]]
         h = np.linalg.svd(np.array(a))[2][-1]
-        np.testing.assert_allclose(out[j].numpy(), h[:3] / h[3], rtol=1e-9)
+        np.testing.assert_allclose(out[j].numpy(), origin + spread * h[:3] / h[3], rtol=1e-9)
+
+
+def test_solution_does_not_depend_on_world_unit_or_origin() -> None:
+    # the same rig in millimetres with the origin 5 m away gives the same points (scaled)
+    k, ext, d = random_rig(4, seed=15)
+    x = random_points((30,), seed=16)
+    g = torch.Generator().manual_seed(1)
+    pix = project_points(x, k, ext, d) + 3.0 * torch.randn(4, 30, 2, dtype=F64, generator=g)
+    offset = torch.tensor([5000.0, -3000.0, 2000.0], dtype=F64)
+    moved = ext.clone()
+    moved[:, :, 3] = 1000.0 * ext[:, :, 3] - (ext[:, :, :3] @ offset)
+    ref = triangulate(pix, k, ext, d)
+    in_mm = triangulate(pix, k, moved, d)
+    torch.testing.assert_close((in_mm - offset) / 1000.0, ref, rtol=0, atol=1e-12)
 
 
 def test_gradcheck_float64() -> None:
