@@ -13,6 +13,7 @@ import warnings
 
 from mvcore import __version__
 from mvcore.cli.commands import (
+    calib_cmd,
     config_cmd,
     evaluate_cmd,
     example_cmd,
@@ -24,7 +25,7 @@ from mvcore.cli.commands import (
 from mvcore.errors import MvcoreError
 
 CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, predict_cmd, evaluate_cmd, example_cmd,
-                 triangulate_cmd)
+                 triangulate_cmd, calib_cmd)
 
 
 def build_parser(with_plugin_commands: bool = True) -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from calibration_files import matlab_camera, opencv_text
 from scipy.spatial.transform import Rotation
 from shared_data import MOUSE4CAM
 
@@ -100,55 +101,6 @@ def _matlab_pixels(cam: dict, points: np.ndarray) -> np.ndarray:
     return np.stack([xd * fx + skew * yd + cx, yd * fy + cy], axis=-1)
 
 
-# ------------------------------------------------------------ writers: as OpenCV writes files
-
-
-def _num(x: float) -> str:
-    return repr(float(x)) if not float(x).is_integer() else f"{float(x):.0f}."
-
-
-def opencv_text(fields: dict, kind: str) -> str:
-    """An OpenCV FileStorage file: ``fields`` maps keys to numpy arrays (written as
-    opencv-matrix; 3-D arrays as multi-channel, 1-D as opencv-nd-matrix), ints or strings."""
-    yml = ["%YAML:1.0", "---"]
-    xml = ['<?xml version="1.0"?>', "<opencv_storage>"]
-    for key, value in fields.items():
-        if isinstance(value, np.ndarray):
-            dt = "i" if value.dtype.kind == "i" else "d"
-            data = [str(int(v)) if dt == "i" else _num(v) for v in value.ravel()]
-            if value.ndim == 1:
-                head = {"sizes": [str(value.shape[0])]}
-                tag = "opencv-nd-matrix"
-            else:
-                head = {"rows": value.shape[0], "cols": value.shape[1]}
-                tag = "opencv-matrix"
-                if value.ndim == 3:
-                    dt = f'"{value.shape[2]}{dt}"'
-            yml.append(f"{key}: !!{tag}")
-            xml.append(f'<{key} type_id="{tag}">')
-            for name, item in head.items():
-                text = f"[ {', '.join(item)} ]" if isinstance(item, list) else str(item)
-                yml.append(f"   {name}: {text}")
-                xml.append(f"  <{name}>{' '.join(item) if isinstance(item, list) else item}"
-                           f"</{name}>")
-            rows = [data[i:i + 4] for i in range(0, len(data), 4)]  # wrapped as OpenCV does
-            yml += [f"   dt: {dt}", "   data: [ " + ",\n       ".join(", ".join(r) for r in rows)
-                    + " ]"]
-            xml += [f"  <dt>{dt}</dt>", "  <data>\n    " + "\n    ".join(" ".join(r) for r in rows)
-                    + f"</data></{key}>"]
-        elif isinstance(value, str):
-            yml.append(f'{key}: "{value}"')
-            xml.append(f"<{key}>{value}</{key}>")
-        elif isinstance(value, tuple):  # cv::Size
-            yml.append(f"{key}: [ {value[0]}, {value[1]} ]")
-            xml.append(f"<{key}>\n  {value[0]} {value[1]}</{key}>")
-        else:
-            yml.append(f"{key}: {value}")
-            xml.append(f"<{key}>{value}</{key}>")
-    xml.append("</opencv_storage>")
-    return "\n".join(yml if kind == "yml" else xml) + "\n"
-
-
 def _opencv_files(group: CameraGroup, tmp_path: Path, kind: str) -> tuple[list[Path], dict]:
     """One file per camera, each with a different tool's key names: OpenCV's calibration
     sample, its interactive app, short names, JARVIS (transposed K and R, no image size),
@@ -175,16 +127,6 @@ def _opencv_files(group: CameraGroup, tmp_path: Path, kind: str) -> tuple[list[P
         path.write_text(opencv_text(fields[name], kind))
         files.append(path)
     return files, fields
-
-
-def _matlab_camera(group: CameraGroup, i: int) -> dict:
-    """Camera ``i`` in MATLAB's convention: K transposed with a 1-based principal point,
-    r = R^T (row vectors), t 1x3, RDistort k1 k2 k3, TDistort p1 p2."""
-    k = group.intrinsics[i].copy()
-    k[:2, 2] += 1.0
-    k1, k2, p1, p2, k3 = group.distortions[i]
-    return {"K": k.T, "RDistort": np.array([[k1, k2, k3]]), "TDistort": np.array([[p1, p2]]),
-            "r": group.rotation_matrices()[i].T, "t": group.translations[i][None]}
 
 
 def _assert_same_rig(converted: CameraGroup, rig: CameraGroup) -> None:
@@ -310,14 +252,14 @@ def test_matlab_per_camera_files_project_like_matlab(tmp_path: Path) -> None:
     for i in range(rig.num_views):
         files.append(tmp_path / f"hires_cam{i + 1}_params.mat")
         height_width = rig.sizes[i][::-1][None]  # MATLAB's imageSize order
-        scipy.io.savemat(files[-1], {**_matlab_camera(rig, i), "imageSize": height_width})
+        scipy.io.savemat(files[-1], {**matlab_camera(rig, i), "imageSize": height_width})
     assert convert_calibration(files).names == [f"hires_cam{i}_params" for i in range(1, 6)]
     group = convert_calibration(files, names=rig.names)
     _assert_same_rig(group, rig)
     out = _round_trips(group, tmp_path)
     for view in range(rig.num_views):
         points = _points_in_view(rig, view)
-        expected = _matlab_pixels(_matlab_camera(rig, view), points) - 1.0  # 1- -> 0-based
+        expected = _matlab_pixels(matlab_camera(rig, view), points) - 1.0  # 1- -> 0-based
         np.testing.assert_allclose(_mvcore_pixels(out, view, points), expected, rtol=0,
                                    atol=1e-6)
 
@@ -329,7 +271,7 @@ def test_matlab_dannce_params_cell(tmp_path: Path) -> None:
     cells = np.empty((4, 1), dtype=object)
     names = np.empty((1, 4), dtype=object)
     for i in range(4):
-        cells[i, 0] = _matlab_camera(rig, i)
+        cells[i, 0] = matlab_camera(rig, i)
         names[0, i] = rig.names[i]
     path = tmp_path / "label3d_dannce.mat"
     scipy.io.savemat(path, {"params": cells, "camnames": names, "imageSize": [[1024, 1280]]})
@@ -338,7 +280,7 @@ def test_matlab_dannce_params_cell(tmp_path: Path) -> None:
     out = _round_trips(group, tmp_path)
     for view in range(4):
         points = _points_in_view(rig, view)
-        expected = _matlab_pixels(_matlab_camera(rig, view), points) - 1.0
+        expected = _matlab_pixels(matlab_camera(rig, view), points) - 1.0
         np.testing.assert_allclose(_mvcore_pixels(out, view, points), expected, rtol=0,
                                    atol=1e-6)
     # without camnames: Label3D's default names; --names renames
@@ -351,7 +293,7 @@ def test_matlab_dannce_params_cell(tmp_path: Path) -> None:
 def test_matlab_nested_params_struct(tmp_path: Path) -> None:
     """One camera as a ``params`` struct; the name is the file's stem; skew kept."""
     path = tmp_path / "cam7_params.mat"
-    scipy.io.savemat(path, {"params": _matlab_camera(SKEWED, 0)})
+    scipy.io.savemat(path, {"params": matlab_camera(SKEWED, 0)})
     group = convert_calibration([path], size=(640, 480))
     assert group.names == ["cam7_params"]
     np.testing.assert_allclose(group.intrinsics, SKEWED.intrinsics, rtol=1e-15, atol=1e-12)
@@ -444,7 +386,7 @@ def test_names_and_extensions(tmp_path: Path) -> None:
 
 
 def test_matlab_errors_name_file_and_field(tmp_path: Path) -> None:
-    cam = _matlab_camera(SKEWED, 0)
+    cam = matlab_camera(SKEWED, 0)
     path = tmp_path / "cam_params.mat"
     scipy.io.savemat(path, {k: v for k, v in cam.items() if k != "K"})
     _raises([path], str(path), "no camera parameters", "variables found: RDistort")
