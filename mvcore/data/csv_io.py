@@ -12,6 +12,7 @@ are skipped by the readers. Every error names the file, the line and the column.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,19 @@ def read_keypoints_csv(
     return table.image_paths, table.keypoint_names, table.coords, table.likelihood
 
 
+def _write_atomically(frame: pd.DataFrame, path: str | Path, **options: Any) -> None:
+    """``frame.to_csv(path)`` through a hidden temporary file renamed over ``path``: a reader
+    (or a crash) never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        frame.to_csv(partial, **options)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_keypoints_csv(
     path: str | Path,
     index: list,
@@ -274,8 +288,7 @@ def write_keypoints_csv(
         frame[frame.shape[1]] = list(column)
         tuples.append((name, "", ""))
     frame.columns = pd.MultiIndex.from_tuples(tuples, names=["scorer", "bodyparts", "coords"])
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path)
+    _write_atomically(frame, path)
 
 
 def write_3d_csv(
@@ -320,5 +333,4 @@ def write_3d_csv(
     for i in range(3):
         data[f"center_{i}"] = np.zeros(n)
     data["fnum"] = np.arange(n) if fnum is None else np.asarray(fnum)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(data).to_csv(path, index=False)
+    _write_atomically(pd.DataFrame(data), path, index=False)

@@ -179,8 +179,12 @@ class MultiviewProject:
         )
 
     @classmethod
-    def from_config(cls, config: Any) -> MultiviewProject:
-        """Load and check the project described by ``config.data`` (see module docstring)."""
+    def from_config(cls, config: Any, need_images: bool = True) -> MultiviewProject:
+        """Load and check the project described by ``config.data`` (see module docstring).
+
+        ``need_images=False`` (triangulating labels needs only labels and calibration): the
+        image files are not read; every row needs a calibration, whose camera sizes are taken
+        as the frames' sizes, and bbox crops are refused (their labels need the crops)."""
         data = config.data
         root = resolve_data_dir(config)
         if not root.is_dir():
@@ -198,10 +202,14 @@ class MultiviewProject:
         keypoint_names = _check_tables(tables, data)
         n, v = len(tables[0]), len(tables)
         image_paths = [[t.image_paths[i] for t in tables] for i in range(n)]
-        _check_images_exist(root, tables)
-
+        if need_images:
+            _check_images_exist(root, tables)
+        calibrations, files, index = _calibrate_rows(config, root, image_paths, view_names)
         bbox_names = list(data.bbox_file or [])
-        if bbox_names:
+        if not need_images:
+            sizes = _sizes_from_calibration(calibrations, index, image_paths, bbox_names)
+            bboxes = whole_image_bbox(sizes)
+        elif bbox_names:
             bboxes = np.stack(
                 [
                     read_bbox_csv(resolve_path(root, name), t.image_paths)
@@ -226,7 +234,6 @@ class MultiviewProject:
         keypoints = model_to_frame(coords, bboxes, sizes)
 
         sessions = [session_of_image(row[0], view_names[0]) for row in image_paths]
-        calibrations, files, index = _calibrate_rows(config, root, image_paths, view_names)
         project = cls(
             root=root,
             view_names=view_names,
@@ -243,7 +250,7 @@ class MultiviewProject:
             csv_files=[t.path for t in tables],
             has_bbox_files=bool(bbox_names),
         )
-        if not bbox_names:
+        if need_images and not bbox_names:
             _check_calibration_sizes(project)
         return project
 
@@ -383,6 +390,21 @@ def _calibrate_rows(config: Any, root: Path, image_paths: list[list[str]],
             stacklevel=3,
         )
     return calibrations, files, index
+
+
+def _sizes_from_calibration(calibrations: list[CameraGroup], index: np.ndarray,
+                            image_paths: list[list[str]], bbox_names: list[str]) -> np.ndarray:
+    """``(n, V, 2)`` [height, width] of each row's frames from its calibration (no images)."""
+    if bbox_names:
+        raise DataError(f"data.bbox_file {bbox_names}: labels of bbox crops need the crop "
+                        "images to be mapped to frames; put the images in the project")
+    missing = np.flatnonzero(index < 0)
+    if len(missing):
+        raise DataError(f"{len(missing)} of {len(image_paths)} rows have no calibration, "
+                        f"e.g. {image_paths[missing[0]][0]}; without images every row needs "
+                        "one (its camera sizes give the frame sizes)")
+    sizes = np.stack([group.sizes[:, ::-1] for group in calibrations])  # [height, width]
+    return sizes[index].astype(np.int64)
 
 
 def _check_calibration_sizes(project: MultiviewProject) -> None:

@@ -1,57 +1,193 @@
-"""``mvcore triangulate PROJECT_DIR --out FILE.csv``: triangulate a project's labels."""
+"""``mvcore triangulate``: 3D points from a project's labels, or from the per-view prediction
+CSVs of one session, with calibration only (no images, no model).
+
+    mvcore triangulate PROJECT_DIR --out labels_3d.csv
+    mvcore triangulate --predictions out/minimal_*.csv --calibration calibration.toml \\
+        --out minimal_3d.csv [--threshold 0.5] [--ransac 20]
+
+Problems of the geometry (views that see points from behind, rays that meet at too small an
+angle, near-degenerate camera pairs) are printed as warnings and the affected points are left
+empty in the CSV; a calibration that cannot be right is an error (exit 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
+from typing import Any
+
+DEFAULT_RANSAC_PX = 20.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "triangulate", help="triangulate the labels of a calibrated project into a 3D CSV"
+        "triangulate",
+        help="triangulate labels or per-view prediction CSVs into an anipose 3D CSV",
+        description="Triangulate a project's labels (PROJECT) or one session's per-view "
+                    "prediction CSVs (--predictions) with a calibration; images are not needed.",
     )
-    parser.add_argument("project", help="project folder (labeled-data/, CollectedData_*.csv)")
+    parser.add_argument("project", nargs="?",
+                        help="project folder (CollectedData_<view>.csv, calibration.toml)")
     parser.add_argument("--out", required=True, help="3D CSV to write (anipose columns)")
+    parser.add_argument("--predictions", nargs="+", metavar="CSV",
+                        help="per-view 2D prediction CSVs of one session "
+                             "('<session>_<view>.csv', as mvcore predict writes them)")
+    parser.add_argument("--calibration", help="anipose calibration TOML (default for a "
+                        "project: its calibration.toml or calibrations/<session>.toml)")
     parser.add_argument("--csv-prefix", default="CollectedData", help="label CSV prefix")
     parser.add_argument("--views", nargs="+", default=None,
-                        help="view names (default: from the CSV names, in calibration order)")
+                        help="view names (project: which label CSVs; predictions: the view of "
+                             "each file, in order); default: from the file names")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="predictions: views below this likelihood take no part "
+                             "(default 0.5)")
+    parser.add_argument("--ransac", type=float, nargs="?", const=DEFAULT_RANSAC_PX,
+                        default=None, metavar="PX",
+                        help="leave out, per point, the views that disagree with the others "
+                             f"by more than PX pixels (default {DEFAULT_RANSAC_PX:g})")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
+    import numpy as np
+
+    # lazy: as above
+    from mvcore.data.csv_io import write_3d_csv
+    from mvcore.data.triangulate import (
+        DEFAULT_CONFIDENCE_THRESHOLD,
+        geometry_findings,
+        pair_geometry,
+        triangulate_predictions,
+        triangulate_ransac,
+    )
+    from mvcore.errors import DataError
+
+    if (args.project is None) == (args.predictions is None):
+        raise DataError("give a project folder or --predictions CSV ... (one of them)")
+    if args.ransac is not None and not args.ransac > 0:
+        raise DataError(f"--ransac: the inlier distance must be > 0 px, got {args.ransac}")
+    if args.predictions is not None:
+        source = _predictions(args)
+    else:
+        if args.threshold is not None:
+            raise DataError("--threshold applies to --predictions (labels have no likelihood)")
+        source = _project(args)
+    keypoints, cameras, view_names = source["keypoints"], source["cameras"], source["views"]
+    confidences = source["confidences"]
+    threshold = DEFAULT_CONFIDENCE_THRESHOLD if args.threshold is None else args.threshold
+    rejected = None
+    if args.ransac is not None:
+        result, rejected = triangulate_ransac(keypoints, cameras, confidences, threshold,
+                                              inlier_px=args.ransac)
+    else:
+        result = triangulate_predictions(keypoints, cameras, confidences, threshold)
+    offered = np.isfinite(keypoints).all(-1)
+    if confidences is not None:
+        offered &= np.asarray(confidences) >= threshold
+    pairs = pair_geometry(keypoints, cameras, view_names, result.view_errors)
+    for line in geometry_findings(result, offered, view_names, pairs):
+        warnings.warn(line, stacklevel=1)
+
+    write_3d_csv(args.out, result.points, result.errors, result.ncams, source["keypoint_names"],
+                 scores=None if confidences is None else result.scores, fnum=source["fnum"])
+    n, k = result.ncams.shape
+    made = int((result.ncams >= 2).sum())
+    print(f"wrote {args.out}: {n} frames x {k} keypoints, {made} of {n * k} points "
+          f"triangulated ({source['what']})")
+    _print_views(view_names, result, offered, rejected)
+    return 0
+
+
+def _project(args: argparse.Namespace) -> dict[str, Any]:
+    """Labels of a project folder (images not needed)."""
+    # lazy: imported when the command runs (as in run)
+    import numpy as np
+    import torch
+
+    # lazy: as above
     from mvcore.config.schema import DataConfig, MvConfig
     from mvcore.data.project import MultiviewProject
-    from mvcore.data.triangulate import triangulate_project, write_triangulation_csv
     from mvcore.errors import DataError
     from mvcore.geometry import load_calibration
 
     root = Path(args.project)
+    if not root.is_dir():
+        raise DataError(f"project folder not found: {root}")
+    prefix = f"{args.csv_prefix}_"
+    found = sorted(p.stem[len(prefix):] for p in root.glob(f"{prefix}*.csv"))
+    calibration = Path(args.calibration) if args.calibration else root / "calibration.toml"
     views = args.views
     if views is None:
-        calibration = root / "calibration.toml"
-        prefix = f"{args.csv_prefix}_"
-        found = sorted(p.stem[len(prefix):] for p in root.glob(f"{prefix}*.csv"))
-        if calibration.is_file():
+        views = found
+        if calibration.is_file():  # calibration order; a labelled view without camera fails
             names = load_calibration(calibration).names
-            views = [n for n in names if n in found] or found
-        else:
-            views = found
+            views = [n for n in names if n in found] + [n for n in found if n not in names]
     if len(views) < 2:
-        raise DataError(
-            f"{root}: found {len(views)} '{args.csv_prefix}_<view>.csv' files; need >= 2"
-        )
+        raise DataError(f"{root}: found {len(views)} '{prefix}<view>.csv' files; need >= 2")
     config = MvConfig(data=DataConfig(
         data_dir=str(root.resolve()), view_names=views,
-        csv_file=[f"{args.csv_prefix}_{v}.csv" for v in views],
+        csv_file=[f"{prefix}{v}.csv" for v in views],
+        calibration_file=str(calibration.resolve()) if args.calibration else None,
     ))
-    project = MultiviewProject.from_config(config)
-    if not project.has_calibration:
-        raise DataError(f"{root}: no calibration found (calibration.toml or calibrations/*.toml)")
-    result = triangulate_project(project)
-    write_triangulation_csv(project, result["triangulation"], args.out)
-    print(f"wrote {args.out} ({len(project)} frames x {len(project.keypoint_names)} keypoints)")
-    print("median label reprojection error (px; docs/metrics.md):")
-    for view, value in result["median_error_per_view"].items():
-        print(f"  {view:>12s}  {value:7.2f}")
-    return 0
+    project = MultiviewProject.from_config(config, need_images=False)
+    return {
+        "keypoints": project.keypoints,
+        "cameras": project.row_cameras(dtype=torch.float64),
+        "confidences": None,
+        "views": views,
+        "keypoint_names": project.keypoint_names,
+        "fnum": np.arange(len(project)),
+        "what": f"labels of {root}",
+    }
+
+
+def _predictions(args: argparse.Namespace) -> dict[str, Any]:
+    """One session's per-view prediction CSVs."""
+    # lazy: imported when the command runs (as in run)
+    import numpy as np
+    import torch
+
+    # lazy: as above
+    from mvcore.data.triangulate import read_prediction_files
+    from mvcore.errors import DataError
+    from mvcore.geometry import load_calibration
+
+    if not args.calibration:
+        raise DataError("--predictions needs --calibration FILE.toml")
+    group = load_calibration(args.calibration)
+    files = read_prediction_files(args.predictions, group, args.calibration, args.views)
+    index = files.index
+    fnum = np.arange(len(index))
+    if all(str(i).lstrip("-").isdigit() for i in index):
+        fnum = np.array([int(i) for i in index])
+    return {
+        "keypoints": files.keypoints,
+        "cameras": files.cameras.to_tensors(dtype=torch.float64),
+        "confidences": files.likelihood,
+        "views": files.view_names,
+        "keypoint_names": files.keypoint_names,
+        "fnum": fnum,
+        "what": f"{len(files.paths)} prediction files",
+    }
+
+
+def _print_views(view_names: list[str], result: Any, offered: Any, rejected: Any) -> None:
+    """Per view: median reprojection error of the points it took part in, and counts."""
+    # lazy: imported when the command runs (as in run)
+    import numpy as np
+
+    print("per view: median reprojection error (px; docs/metrics.md), points used of offered"
+          + (", left out by RANSAC" if rejected is not None else "")
+          + ", behind the camera")
+    behind = result.behind_per_view()
+    for v, name in enumerate(view_names):
+        errors = result.view_errors[..., v, :]
+        errors = errors[np.isfinite(errors)]
+        median = f"{np.median(errors):7.2f}" if errors.size else "      -"
+        used = int(np.isfinite(result.view_errors[..., v, :]).sum())
+        line = f"  {name:>12s}  {median}  {used:6d} of {int(offered[..., v, :].sum()):6d}"
+        if rejected is not None:
+            line += f"  {int(rejected[..., v, :].sum()):6d}"
+        print(f"{line}  {int(behind[v]):6d}")

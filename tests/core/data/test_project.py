@@ -308,3 +308,24 @@ def test_calibration_file_option_and_camera_params_file(tmp_path):
             make_config(tmp_path, camera_params_file="calibrations.csv")
         )
     assert project.calibration_index.tolist() == [0] * 5 + [-1]
+
+
+def test_labels_and_calibration_load_without_images(tmp_path):
+    # projects exported from 3D labelling tools often have no frames
+    _, kp = make_project(tmp_path)
+    shutil.rmtree(tmp_path / "labeled-data")
+    with pytest.raises(DataError, match="not found"):
+        MultiviewProject.from_config(make_config(tmp_path))
+    project = MultiviewProject.from_config(make_config(tmp_path), need_images=False)
+    np.testing.assert_allclose(project.keypoints, kp)
+    assert (project.image_sizes == IMAGE_HW).all() and project.has_calibration
+
+
+def test_without_images_every_row_needs_a_calibration_and_no_bbox(tmp_path):
+    make_project(tmp_path, calibrate=False)
+    with pytest.raises(DataError, match="6 of 6 rows have no calibration"):
+        MultiviewProject.from_config(make_config(tmp_path), need_images=False)
+    save_calibration(cameras(), tmp_path / "calibration.toml")
+    config = make_config(tmp_path, bbox_file=[f"bbox_{v}.csv" for v in VIEWS])
+    with pytest.raises(DataError, match="bbox crops need the crop images"):
+        MultiviewProject.from_config(config, need_images=False)

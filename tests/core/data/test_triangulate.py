@@ -214,3 +214,50 @@ def test_triangulate_command_csv_loads_in_movement(tmp_path, capsys):
         np.testing.assert_allclose(points[finite], truth[finite, k], atol=1e-7)
         score = confidence.sel(keypoints=name).values
         np.testing.assert_array_equal(score, np.where(finite, 1.0, np.nan))  # labels: 1 or NaN
+
+
+# ------------------------------------------------------------- RANSAC and pair geometry
+
+
+def _square_rig() -> CameraGroup:
+    """Four cameras 10 units from the origin at 0, 90, 180 and 270 degrees, facing it."""
+    angles = np.deg2rad([0.0, 90.0, 180.0, 270.0])
+    return CameraGroup(
+        names=["n", "e", "s", "w"],
+        sizes=np.tile([640, 480], (4, 1)),
+        intrinsics=np.tile([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]], (4, 1, 1)),
+        distortions=np.zeros((4, 5)),
+        rotations=np.stack([[0.0, a, 0.0] for a in angles]),
+        translations=np.tile([0.0, 0.0, 10.0], (4, 1)),
+    )
+
+
+def test_ransac_leaves_out_the_view_that_disagrees():
+    from mvcore.data.triangulate import triangulate_predictions, triangulate_ransac
+
+    cams = _square_rig().to_tensors(dtype=torch.float64)
+    points = np.random.default_rng(1).uniform(-1, 1, size=(5, 3, 3))
+    pix = project_points(torch.as_tensor(points), cams.intrinsics, cams.extrinsics).numpy()
+    pix[2, 1, 0] += 80.0  # view 'e' of frame 2, keypoint 0 is wrong
+    plain = triangulate_predictions(pix, cams)
+    robust, rejected = triangulate_ransac(pix, cams, inlier_px=5.0, chunk=2)
+    assert rejected.sum() == 1 and rejected[2, 1, 0]
+    assert robust.ncams[2, 0] == 3 and (robust.ncams.sum() == 5 * 3 * 4 - 1)
+    np.testing.assert_allclose(robust.points, points, atol=1e-9)
+    assert np.linalg.norm(plain.points[2, 0] - points[2, 0]) > 0.01
+
+
+def test_pair_geometry_measures_ray_angles_and_flags_near_twins():
+    from mvcore.data.triangulate import pair_geometry
+
+    group = _square_rig()
+    cams = group.to_tensors(dtype=torch.float64)
+    pix = project_points(torch.zeros(1, 1, 3, dtype=torch.float64), cams.intrinsics,
+                         cams.extrinsics).numpy()
+    pairs = {p.views: p for p in pair_geometry(pix, cams, group.names)}
+    assert pairs[("n", "e")].angle_deg == pytest.approx(90.0)
+    assert pairs[("n", "e")].baseline == pytest.approx(10 * np.sqrt(2))
+    # opposite cameras: their rays are one line, no depth
+    assert pairs[("n", "s")].angle_deg == pytest.approx(180.0)
+    assert pairs[("n", "s")].near_degenerate and not pairs[("n", "e")].near_degenerate
+    assert pairs[("n", "s")].narrow == 1
