@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from mvcore.config.schema import DataConfig, MvConfig
 from mvcore.data.bbox import model_to_frame, whole_image_bbox
 from mvcore.data.csv_io import LabelTable, read_label_csv
 from mvcore.data.heatmaps import VIS_LABELED, VIS_OCCLUDED, VIS_UNIFORM
@@ -43,9 +44,9 @@ from mvcore.data.sessions import (
     session_of_image,
 )
 from mvcore.errors import DataError
-from mvcore.geometry import CameraGroup, CameraTensors
+from mvcore.geometry import CameraGroup, CameraTensors, load_calibration
 
-__all__ = ["MultiviewProject", "read_bbox_csv"]
+__all__ = ["MultiviewProject", "project_from_folder", "read_bbox_csv"]
 
 _MAX_LISTED = 5  # how many offending items an error message lists
 _CSV_HEADER_LINES = 3
@@ -253,6 +254,37 @@ class MultiviewProject:
         if need_images and not bbox_names:
             _check_calibration_sizes(project)
         return project
+
+
+def project_from_folder(root: str | Path, csv_prefix: str = "CollectedData",
+                        views: list[str] | None = None, calibration: str | Path | None = None,
+                        need_images: bool = False) -> MultiviewProject:
+    """The project in a folder that holds ``<csv_prefix>_<view>.csv`` label files, without a
+    config file (``mvcore triangulate`` and ``mvcore calib check``).
+
+    ``views`` picks the label CSVs, in order (default: every such file, in the order of the
+    calibration's cameras, then the files without a camera, which then fail to load);
+    ``calibration`` names the TOML (default: the folder's ``calibration.toml`` or
+    ``calibrations/<session>.toml``, as for a config). ``need_images`` as in ``from_config``."""
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"project folder not found: {folder}")
+    prefix = f"{csv_prefix}_"
+    found = sorted(p.stem[len(prefix):] for p in folder.glob(f"{prefix}*.csv"))
+    toml = Path(calibration) if calibration else folder / "calibration.toml"
+    if views is None:
+        views = found
+        if toml.is_file():  # calibration order; a labelled view without camera fails
+            names = load_calibration(toml).names
+            views = [n for n in names if n in found] + [n for n in found if n not in names]
+    if len(views) < 2:
+        raise DataError(f"{folder}: found {len(views)} '{prefix}<view>.csv' files; need >= 2")
+    config = MvConfig(data=DataConfig(
+        data_dir=str(folder.resolve()), view_names=list(views),
+        csv_file=[f"{prefix}{v}.csv" for v in views],
+        calibration_file=str(toml.resolve()) if calibration else None,
+    ))
+    return MultiviewProject.from_config(config, need_images=need_images)
 
 
 def _check_tables(tables: list[LabelTable], data: Any) -> list[str]:

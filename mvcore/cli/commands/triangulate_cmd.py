@@ -107,39 +107,17 @@ def _project(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     # lazy: as above
-    from mvcore.config.schema import DataConfig, MvConfig
-    from mvcore.data.project import MultiviewProject
-    from mvcore.errors import DataError
-    from mvcore.geometry import load_calibration
+    from mvcore.data.project import project_from_folder
 
-    root = Path(args.project)
-    if not root.is_dir():
-        raise DataError(f"project folder not found: {root}")
-    prefix = f"{args.csv_prefix}_"
-    found = sorted(p.stem[len(prefix):] for p in root.glob(f"{prefix}*.csv"))
-    calibration = Path(args.calibration) if args.calibration else root / "calibration.toml"
-    views = args.views
-    if views is None:
-        views = found
-        if calibration.is_file():  # calibration order; a labelled view without camera fails
-            names = load_calibration(calibration).names
-            views = [n for n in names if n in found] + [n for n in found if n not in names]
-    if len(views) < 2:
-        raise DataError(f"{root}: found {len(views)} '{prefix}<view>.csv' files; need >= 2")
-    config = MvConfig(data=DataConfig(
-        data_dir=str(root.resolve()), view_names=views,
-        csv_file=[f"{prefix}{v}.csv" for v in views],
-        calibration_file=str(calibration.resolve()) if args.calibration else None,
-    ))
-    project = MultiviewProject.from_config(config, need_images=False)
+    project = project_from_folder(args.project, args.csv_prefix, args.views, args.calibration)
     return {
         "keypoints": project.keypoints,
         "cameras": project.row_cameras(dtype=torch.float64),
         "confidences": None,
-        "views": views,
+        "views": project.view_names,
         "keypoint_names": project.keypoint_names,
         "fnum": np.arange(len(project)),
-        "what": f"labels of {root}",
+        "what": f"labels of {Path(args.project)}",
     }
 
 
