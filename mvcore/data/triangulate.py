@@ -49,6 +49,7 @@ __all__ = [
     "read_prediction_files",
     "triangulate_ransac",
     "geometry_findings",
+    "label_geometry_findings",
     "pair_geometry",
     "triangulate_keypoints",
     "triangulate_predictions",
@@ -355,6 +356,21 @@ def triangulate_keypoints(project: MultiviewProject, indices: np.ndarray | None 
     # uncalibrated rows: NaN input -> NaN output (and no work spent on placeholder cameras)
     labels = np.where(calibrated, labels, np.nan)
     return triangulate_predictions(labels, project.row_cameras(idx, dtype=torch.float64))
+
+
+def label_geometry_findings(project: MultiviewProject) -> list[str]:
+    """``geometry_findings`` of the calibrated rows' labels (views that see labelled points
+    from behind, points without depth, near-degenerate camera pairs); [] without calibration.
+    Training warns with them: such labels give no 3D target from those views."""
+    rows = np.flatnonzero(project.calibrated_rows)
+    if rows.size == 0:
+        return []
+    result = triangulate_keypoints(project, rows)
+    labels = project.keypoints[rows]
+    cameras = project.row_cameras(rows, dtype=torch.float64)
+    pairs = pair_geometry(labels, cameras, project.view_names, result.view_errors)
+    offered = np.isfinite(labels).all(-1)
+    return geometry_findings(result, offered, project.view_names, pairs)
 
 
 def triangulate_project(project: MultiviewProject) -> dict[str, Any]:

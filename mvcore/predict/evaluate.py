@@ -206,9 +206,11 @@ def _pck_table(errors: np.ndarray, labelled: np.ndarray, diagonals: np.ndarray,
     return pd.DataFrame(rows, columns=["split", "view", "threshold", "n", "pck"])
 
 
-def _reprojection_table(view_errors: np.ndarray, ncams: np.ndarray, calibrated: np.ndarray,
-                        masks: dict[str, np.ndarray], views: list[str]) -> Any:
-    """split, view (``all``), n, mean, median (px) and the fraction of points triangulated."""
+def _reprojection_table(view_errors: np.ndarray, ncams: np.ndarray, behind: np.ndarray,
+                        calibrated: np.ndarray, masks: dict[str, np.ndarray],
+                        views: list[str]) -> Any:
+    """split, view (``all``), n, mean, median (px), the fraction of points triangulated and
+    the points the view saw from behind (left out of their triangulation)."""
 
     rows = []
     for split, mask in masks.items():
@@ -218,9 +220,10 @@ def _reprojection_table(view_errors: np.ndarray, ncams: np.ndarray, calibrated: 
         coverage = float((ncams[sel] >= 2).mean())
         for v, view in enumerate([*views, "all"]):
             values = view_errors[sel] if view == "all" else view_errors[sel][:, v]
-            rows.append((split, view, *_stats(values), coverage))
+            seen = behind[sel] if view == "all" else behind[sel][:, v]
+            rows.append((split, view, *_stats(values), coverage, int(seen.sum())))
     return pd.DataFrame(rows, columns=["split", "view", "n", "mean", "median",
-                                       "fraction_triangulated"])
+                                       "fraction_triangulated", "behind_camera"])
 
 
 def _error_3d_table(pred: np.ndarray, labels: np.ndarray, truth: np.ndarray,
@@ -277,8 +280,8 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
         cams = project.row_cameras(dtype=torch.float64)
         tri = triangulate_predictions(pred, cams, np.nan_to_num(conf, nan=1.0), threshold)
         points_3d = np.where(calibrated[:, None, None], tri.points, np.nan)
-        reprojection = _reprojection_table(tri.view_errors, tri.ncams, calibrated, masks,
-                                           views)
+        reprojection = _reprojection_table(tri.view_errors, tri.ncams, tri.behind, calibrated,
+                                           masks, views)
     gt_path = Path(ground_truth_3d) if ground_truth_3d else \
         resolve_data_dir(config) / "ground_truth_3d.csv"
     if points_3d is not None and gt_path.is_file():

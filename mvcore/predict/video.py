@@ -95,6 +95,8 @@ class SessionPredictions:
     keypoints: np.ndarray
     confidences: np.ndarray
     points_3d: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ``(V,)`` points each view saw from behind (left out of their triangulation)
+    behind_per_view: np.ndarray | None = None
 
 
 def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
@@ -109,6 +111,7 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
     sizes = session.frame_sizes
     keypoints, confidences = [], []
     parts: dict[str, list[np.ndarray]] = {"points": [], "errors": [], "ncams": [], "scores": []}
+    behind = None
     with tqdm(total=session.num_frames, desc=f"predicting {session.name}", unit="frame",
               disable=not progress, leave=False) as bar:
         for frames in SessionReader(session, batch_size):
@@ -121,6 +124,8 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
                 tri = triangulate_predictions(kp, cameras, conf, confidence_threshold)
                 for name, chunks in parts.items():
                     chunks.append(getattr(tri, name))
+                seen = tri.behind_per_view()
+                behind = seen if behind is None else behind + seen
             if video_writers:
                 shown = (conf >= video_threshold).numpy()
                 for v, writer in enumerate(video_writers):
@@ -128,7 +133,12 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
             bar.update(len(kp))
     points_3d = {name: np.concatenate(chunks) for name, chunks in parts.items() if chunks}
     result = SessionPredictions(np.concatenate(keypoints), np.concatenate(confidences),
-                                points_3d)
+                                points_3d, behind)
+    for view, count in zip(session.view_names, behind if behind is not None else []):
+        if count:
+            warnings.warn(f"session {session.name!r}: camera {view!r} saw {count} predicted "
+                          "points from behind; they were triangulated without it (check the "
+                          "calibration with mvcore calib check)", stacklevel=2)
     if len(result.keypoints) != session.num_frames:
         warnings.warn(f"session {session.name!r}: decoded {len(result.keypoints)} frames per "
                       f"view, the video headers announce {session.num_frames}", stacklevel=2)

@@ -26,6 +26,7 @@ from mvcore.build import build_augmenters, build_backbone, build_losses, make_co
 from mvcore.config.load import dump_config
 from mvcore.config.schema import MvConfig
 from mvcore.data.datamodule import MultiviewDataModule
+from mvcore.data.triangulate import label_geometry_findings
 from mvcore.errors import ConfigError
 from mvcore.training.callbacks import (
     AnnealWeight,
@@ -69,6 +70,8 @@ def prepare_training(config: MvConfig, components: Any, project: Any, resume: bo
     ``resume``, whose checkpoint brings its own) -> ``(module, data_module)``. Raises on any
     problem of the config, the plugins or the project."""
     data_module = MultiviewDataModule(config, project=project)
+    for finding in label_geometry_findings(project):
+        warnings.warn(f"labels and calibration: {finding}", stacklevel=2)
     context = make_context(config, project, labels_source=data_module.train_keypoints_frame)
     plan = plan_run(config, components, context)
     data_module.augmenters = build_augmenters(plan, context)

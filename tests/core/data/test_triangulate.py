@@ -261,3 +261,28 @@ def test_pair_geometry_measures_ray_angles_and_flags_near_twins():
     assert pairs[("n", "s")].angle_deg == pytest.approx(180.0)
     assert pairs[("n", "s")].near_degenerate and not pairs[("n", "e")].near_degenerate
     assert pairs[("n", "s")].narrow == 1
+
+
+def test_label_geometry_findings_name_a_camera_turned_around(mouse4cam):
+    import dataclasses
+
+    from mvcore.data.triangulate import label_geometry_findings
+    from mvcore.geometry import matrix_to_rodrigues_np
+
+    project, result = mouse4cam
+    assert label_geometry_findings(project) == []  # the real rig is sound
+    rig = project.calibrations[0]
+    turned = CameraGroup(rig.names, rig.sizes, rig.intrinsics, rig.distortions,
+                         rig.rotations.copy(), rig.translations.copy())
+    flip = np.diag([-1.0, 1.0, -1.0])
+    turned.rotations[3] = matrix_to_rodrigues_np(flip @ turned.rotation_matrices()[3])
+    turned.translations[3] = flip @ turned.translations[3]
+    keypoints = project.keypoints.copy()
+    cams = turned.to_tensors(dtype=torch.float64)
+    keypoints[:, 3] = project_points(torch.as_tensor(result["triangulation"].points),
+                                     cams.intrinsics, cams.extrinsics,
+                                     cams.distortions)[:, 3].numpy()
+    broken = dataclasses.replace(project, calibrations=[turned], keypoints=keypoints)
+    findings = label_geometry_findings(broken)
+    assert findings == ["camera 'top': 900 of 900 points lie behind it, so it took no part in "
+                        "them; its rotation is probably wrong (turned around?)"]

@@ -95,6 +95,8 @@ def test_exact_predictions_score_perfectly(example, tmp_path):
     assert result.main_split == "test"
     for name in ("pixel_error", "pck", "prediction_reprojection_error", "error_3d", "summary"):
         assert (model / "eval" / f"{name}.csv").is_file()
+    reprojection = pd.read_csv(model / "eval" / "prediction_reprojection_error.csv")
+    assert (reprojection["behind_camera"] == 0).all()  # a correct rig sees nothing from behind
     text = format_report(result)
     assert "test split" in text and "tail_tip" in text and "cam_b" in text
 

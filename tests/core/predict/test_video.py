@@ -240,3 +240,21 @@ def test_calibration_of_another_frame_size_is_flagged(model_dir, tmp_path):
     with pytest.warns(UserWarning, match=r"camera 'c2' is \[640, 480\] \(w, h\) but the video"):
         vid.predict_videos(model_dir, out_dir=tmp_path / "out", calibration=tmp_path /
                            "other.toml", progress=False, log=lambda _: None)
+
+
+def test_a_camera_turned_around_is_named_and_left_out(model_dir, tmp_path):
+    from mvcore.geometry import load_calibration, matrix_to_rodrigues_np, save_calibration
+
+    rig = load_calibration(model_dir.parent / "project" / "calibration.toml")
+    flip = np.diag([-1.0, 1.0, -1.0])
+    rig.rotations[2] = matrix_to_rodrigues_np(flip @ rig.rotation_matrices()[2])
+    rig.translations[2] = flip @ rig.translations[2]
+    save_calibration(rig, tmp_path / "turned.toml")
+    with pytest.warns(UserWarning, match=r"camera 'c2' saw \d+ predicted points from behind"):
+        vid.predict_videos(model_dir, out_dir=tmp_path / "out", calibration=tmp_path /
+                           "turned.toml", confidence_threshold=0.0, progress=False,
+                           log=lambda _: None)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "s1_3d.csv")
+    assert table[["a_ncams", "b_ncams", "c_ncams"]].to_numpy().max() <= 3  # c2 never used

@@ -326,7 +326,8 @@ def test_too_few_triangulated_keypoints_pass_through(labelled):
     sample["keypoints"][:, labelled:] = float("nan")
     aug = augment3d(sample)
     out = aug(sample, np.random.default_rng(0))
-    assert out["aug_stats"] == {"imgaug_3d_skipped": 1, "imgaug_3d_too_few_points": 1}
+    assert out["aug_stats"] == {"imgaug_3d_skipped": 1, "imgaug_3d_too_few_points": 1,
+                                "imgaug_3d_labels_behind_camera": 0}
     assert torch.equal(out["images"], sample["images"]) and aug.last_draw is None
 
 
@@ -393,7 +394,8 @@ def test_failed_fit_passes_the_sample_through_counted(monkeypatch):
     sample = _rig_sample()
     aug = module.Augment3D(Augment3DParams(), _context(sample))
     out = aug(sample, np.random.default_rng(0))
-    assert out["aug_stats"] == {"imgaug_3d_skipped": 1, "imgaug_3d_fit_failed": 1}
+    assert out["aug_stats"] == {"imgaug_3d_skipped": 1, "imgaug_3d_fit_failed": 1,
+                                "imgaug_3d_labels_behind_camera": 0}
     assert out["images"] is sample["images"] and out["keypoints"] is sample["keypoints"]
     assert aug.last_draw is None
 
@@ -471,3 +473,22 @@ def test_augmenter_contract_imgaug_3d():
     """Keys, shapes, determinism per rng, pickling, and images aligned with labels."""
     aug = check_augmenter(Augment3D)
     assert isinstance(aug, Augment3D) and aug.params == Augment3DParams()
+
+
+def test_a_view_that_sees_the_labels_from_behind_takes_no_part():
+    sample = _rig_sample()
+    cams = sample["cameras"]
+    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0]))
+    extrinsics = cams.extrinsics.clone()
+    extrinsics[2] = flip @ extrinsics[2]  # view 2 turned around, its 2D consistent through it
+    turned = CameraTensors(cams.intrinsics, extrinsics, cams.distortions)
+    c64 = turned.to(dtype=F64)
+    sample["keypoints"] = project_points(sample["keypoints_3d"].double(), c64.intrinsics,
+                                         c64.extrinsics, c64.distortions).float()
+    sample["cameras"] = turned
+    aug = augment3d(sample, Augment3DParams(scale=(1.0, 1.0), shift=0.0))
+    out = aug(sample, np.random.default_rng(0))
+    assert out["aug_stats"]["imgaug_3d_labels_behind_camera"] == 8  # every label of view 2
+    # nothing of the scene is in front of view 2, so no warp fits it: the sample passes as is
+    assert out["aug_stats"]["imgaug_3d_fit_failed"] == 1
+    assert torch.equal(out["images"], sample["images"])

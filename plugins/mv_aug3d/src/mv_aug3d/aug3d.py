@@ -1,9 +1,11 @@
 """3D augmentation: scale and shift the triangulated pose, re-project it, warp every view.
 
 Lightning Pose's ``apply_3d_transforms`` (behaviour reference 4.2), made robust: NaN-aware
-triangulation from all views, a choice of image transform (similarity as in LP, affine or
-homography), a fallback chain instead of crashes, pass-through counted in ``aug_stats``, and
-randomness from the dataset's per-sample ``rng`` (LP uses the global NumPy RNG in workers).
+triangulation from all views (a view that sees a label's point from behind takes no part:
+``aug_stats["imgaug_3d_labels_behind_camera"]``), a choice of image transform (similarity
+as in LP, affine or homography), a fallback chain instead of crashes, pass-through counted in
+``aug_stats``, and randomness from the dataset's per-sample ``rng`` (LP uses the global NumPy
+RNG in workers).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from mv_aug3d.fit import MODELS, fit_with_fallback
 from mvcore import Augmenter, AugmenterParams, ConfigError, Context
 from mvcore.contracts import AugmenterSample as Sample
 from mvcore.data.bbox import frame_to_model, model_to_frame
-from mvcore.geometry import apply_homography, project_points, triangulate
+from mvcore.geometry import apply_homography, project_points, triangulate_checked
 
 __all__ = ["Augment3D", "Augment3DParams", "warp_views"]
 
@@ -170,9 +172,13 @@ class Augment3D(Augmenter):
 
         with torch.no_grad():
             frame = model_to_frame(keypoints, bbox, image_size)
-            points = triangulate(frame, cams.intrinsics, cams.extrinsics, cams.distortions)
+            # views that see a label's point from behind take no part (counted below)
+            solved = triangulate_checked(frame, cams.intrinsics, cams.extrinsics,
+                                         cams.distortions)
+            points = solved.points
         has_3d = torch.isfinite(points).all(-1)  # (K,)
         stats: dict[str, Any] = dict(sample.get("aug_stats") or {})
+        stats["imgaug_3d_labels_behind_camera"] = int(solved.behind.sum())
         if int(has_3d.sum()) < params.min_keypoints:
             stats.update(imgaug_3d_skipped=1, imgaug_3d_too_few_points=1)
             return {**sample, "aug_stats": stats}
