@@ -1,5 +1,6 @@
 """``mvcore calib ACTION``: calibration files. ``convert`` turns other tools' files (OpenCV
-YAML / XML, Label3D / DANNCE ``.mat``) into one anipose TOML.
+YAML / XML, Label3D / DANNCE ``.mat``) into one anipose TOML; ``check`` measures how well a
+calibration explains a project's labels and exits 1 when something is wrong.
 
 Each action is one ``_register_<action>(actions)`` function adding its parser to the
 sub-parsers of ``calib`` and one ``run_<action>(args)``; a new action (``check``, say) adds a
@@ -9,16 +10,19 @@ pair and one line in ``register``.
 from __future__ import annotations
 
 import argparse
+import warnings
 
 FORMATS = ("opencv", "matlab")  # mvcore.geometry.calibration_formats.CALIBRATION_FORMATS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "calib", help="calibration files: convert other tools' files to anipose TOML"
+        "calib", help="calibration files: convert other tools' files to anipose TOML, check "
+                      "a calibration against a project's labels"
     )
     actions = parser.add_subparsers(dest="calib_command", metavar="ACTION", required=True)
     _register_convert(actions)
+    _register_check(actions)
 
 
 def _register_convert(actions: argparse._SubParsersAction) -> None:
@@ -56,3 +60,48 @@ def run_convert(args: argparse.Namespace) -> int:
         fx, fy = group.intrinsics[i, 0, 0], group.intrinsics[i, 1, 1]
         print(f"  {name:<{width}s}  {w}x{h} px  fx {fx:.1f}  fy {fy:.1f}")
     return 0
+
+
+def _register_check(actions: argparse._SubParsersAction) -> None:
+    parser = actions.add_parser(
+        "check",
+        help="check a calibration against a project's labels (exit 1 when something is wrong)",
+        description="Triangulate the labels of a project folder from all views and leaving "
+                    "each view out; print per-camera and per-pair reprojection errors, outlier "
+                    "labels and findings (a camera seeing points from behind, rays too close "
+                    "to parallel, near-degenerate pairs, a camera that disagrees with the "
+                    "others); write report.txt, report.json, rig.png and reprojection.png. "
+                    "Exit 0: nothing wrong, 1: findings, 2: an error in the input. See "
+                    "docs/calibration.md.",
+    )
+    parser.add_argument("project",
+                        help="project folder (CollectedData_<view>.csv, calibration.toml)")
+    parser.add_argument("--calibration", help="anipose calibration TOML (default: the "
+                        "project's calibration.toml or calibrations/<session>.toml)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="folder for the reports and PNGs (default: PROJECT/calib_check)")
+    parser.add_argument("--csv-prefix", default="CollectedData", help="label CSV prefix")
+    parser.add_argument("--views", nargs="+", default=None,
+                        help="which label CSVs (view names), in order; default: all, in the "
+                             "calibration's order")
+    parser.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
+    from pathlib import Path
+
+    # lazy: as above
+    from mvcore.calib.check import check_project, format_report, write_reports
+    from mvcore.calib.plots import plot_project
+    from mvcore.data.project import project_from_folder
+
+    project = project_from_folder(args.project, args.csv_prefix, args.views, args.calibration)
+    check = check_project(project)
+    out = Path(args.out) if args.out else Path(args.project) / "calib_check"
+    print(format_report(check), end="")
+    for finding in check.findings:
+        warnings.warn(finding, stacklevel=1)
+    written = write_reports(check, out) + plot_project(check, project, out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return check.exit_code
