@@ -144,9 +144,10 @@ class LeaveOneOut:
     """Leave-one-view-out solves of ``(..., V, K, 2)`` labels.
 
     ``errors (..., V, K)``: distance in pixels between view v's label and the point
-    triangulated from the other views, projected into v (NaN: no label, or fewer than 2 other
-    views took part); ``rest (..., V, U, K)``: reprojection error of each other view u in the
-    solve without v (NaN for u = v and for views that took no part)."""
+    triangulated from the other views, projected into v (NaN: no label, fewer than 2 other
+    views took part, or the point lies behind camera v); ``rest (..., V, U, K)``: reprojection
+    error of each other view u in the solve without v (NaN for u = v and for views that took
+    no part)."""
 
     errors: np.ndarray
     rest: np.ndarray
@@ -157,7 +158,8 @@ class CalibrationCheck:
     """Everything ``mvcore calib check`` reports, and the arrays its plots draw.
 
     ``keypoints (N, V, K, 2)`` labels in frame pixels; ``points (N, K, 3)`` all-view
-    triangulation; ``reprojected (N, V, K, 2)`` its projection into every view;
+    triangulation; ``reprojected (N, V, K, 2)`` its projection into every view (NaN where it
+    lies behind the camera);
     ``loo_errors (N, V, K)``; ``outliers`` all of them, the most anomalous first (error /
     limit); ``findings`` one line per problem (exit 1 when there are any)."""
 
@@ -236,6 +238,13 @@ def _rows_by(values: np.ndarray, axis: int) -> np.ndarray:
     return moved.reshape(moved.shape[0], -1)
 
 
+def _depths(points: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
+    """Depth of world ``points (..., K, 3)`` in every camera ``[R|t] (..., V, 3, 4)`` ->
+    ``(..., V, K)`` (<= 0: behind the camera; NaN for NaN points)."""
+    axis, shift = extrinsics[..., 2, :3], extrinsics[..., 2, 3]  # (..., V, 3), (..., V)
+    return (points.unsqueeze(-3) * axis.unsqueeze(-2)).sum(-1) + shift[..., None]
+
+
 def leave_one_view_out(keypoints: Any, cameras: CameraTensors) -> LeaveOneOut:
     """Triangulate ``keypoints (..., V, K, 2)`` (pixels, NaN = missing) once per left-out view,
     in one batched call on a ``(V, ..., V, K, 2)`` stack whose slice v has view v masked, and
@@ -247,10 +256,15 @@ def leave_one_view_out(keypoints: Any, cameras: CameraTensors) -> LeaveOneOut:
     solved = triangulate_predictions(stack, cameras)
     cams = cameras.to(dtype=torch.float64)
     with torch.no_grad():
-        projected = project_points(torch.as_tensor(solved.points), cams.intrinsics,
-                                   cams.extrinsics, cams.distortions)  # (V, ..., V, K, 2)
+        solved_points = torch.as_tensor(solved.points)  # (V, ..., K, 3)
+        projected = project_points(solved_points, cams.intrinsics, cams.extrinsics,
+                                   cams.distortions)  # (V, ..., V, K, 2)
         own = torch.diagonal(projected, dim1=0, dim2=-3).movedim(-1, -3)  # (..., V, K, 2)
         errors = (own - points).norm(dim=-1)
+        depth = _depths(solved_points, cams.extrinsics)  # (V, ..., V, K)
+        depth = torch.diagonal(depth, dim1=0, dim2=-2).movedim(-1, -2)  # in the view left out
+        # a point behind the camera projects mirrored, often close to the label: no error
+        errors = torch.where(depth > 0, errors, torch.full_like(errors, float("nan")))
     return LeaveOneOut(errors.numpy(), np.moveaxis(solved.view_errors, 0, -3))
 
 
@@ -299,8 +313,12 @@ def check_labels(keypoints: np.ndarray, cameras: CameraTensors, view_names: list
     full: Triangulation = triangulate_predictions(keypoints, cams)
     loo = leave_one_view_out(keypoints, cams)
     with torch.no_grad():
-        reprojected = project_points(torch.as_tensor(full.points), cams.intrinsics,
-                                     cams.extrinsics, cams.distortions).numpy()
+        points = torch.as_tensor(full.points)
+        reprojected = project_points(points, cams.intrinsics, cams.extrinsics, cams.distortions)
+        # points behind a camera would be drawn mirrored, often onto its labels: not at all
+        ahead = _depths(points, cams.extrinsics) > 0
+        reprojected = torch.where(ahead[..., None], reprojected,
+                                  torch.full_like(reprojected, float("nan"))).numpy()
 
     labelled = np.isfinite(keypoints).all(-1)  # (N, V, K)
     count, median, p95 = _stats(_rows_by(full.view_errors, 1))

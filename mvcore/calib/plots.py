@@ -38,6 +38,8 @@ __all__ = ["camera_outlines", "plot_project", "plot_reprojection", "plot_rig"]
 FRUSTUM_FRACTION = 0.3
 _DPI = 100
 _PANEL_PX = 400  # whole frames are drawn at about this width
+#: the canvas of a view without an image (dark, as camera frames are, so the marks show)
+BLANK = "0.3"
 # corners of the image, in drawing order: top-left, top-right, bottom-right, bottom-left
 _CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 # the orthographic panels: (horizontal axis, vertical axis) of the world
@@ -213,8 +215,9 @@ def plot_reprojection(view_names: list[str], labels: np.ndarray, reprojected: np
                 picture, extent = pictures[row]
                 ax.imshow(picture, extent=extent, cmap="gray" if picture.ndim == 2 else None)
             else:
-                ax.set_facecolor("0.85")
-                ax.text(w / 2, h / 2, "no image", ha="center", va="center", color="0.4")
+                ax.set_facecolor(BLANK)
+                ax.text(0.03, 0.97, "no image", transform=ax.transAxes, ha="left", va="top",
+                        color="0.8", fontsize=8)
             pairs = np.stack([labels[v], reprojected[v]], axis=1)  # (K, 2, 2)
             ax.add_collection(LineCollection(pairs[np.isfinite(pairs).all((1, 2))],
                                              colors="yellow", lw=1.0))
