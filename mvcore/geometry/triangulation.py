@@ -240,11 +240,13 @@ def _solve_checked(
         point = origin + spread[..., None] * _solve_homogeneous(normal.sum(-4), enough)
         return torch.where(enough[..., None], point, torch.full_like(point, float("nan")))
 
+    solved = solve(valid)
     with torch.no_grad():
-        first = solve(valid)
-        behind = valid & (_depths(first, extrinsics) <= 0)
-    front = valid & ~behind
-    solved = solve(front)
+        behind = valid & (_depths(solved, extrinsics) <= 0)
+    front = valid
+    if bool(behind.any()):  # rare on a sound rig: solve again without those views
+        front = valid & ~behind
+        solved = solve(front)
     with torch.no_grad():
         still_behind = front & (_depths(solved, extrinsics) <= 0)
         behind |= still_behind
