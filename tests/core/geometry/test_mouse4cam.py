@@ -151,6 +151,11 @@ def test_camera_that_sees_points_from_behind_is_left_out(mouse4cam: tuple) -> No
     assert int(out.behind[:, 3].sum()) == 900 and not out.behind[:, :3].any()
     assert not out.used[:, 3].any()
     torch.testing.assert_close(out.points, three, rtol=0, atol=1e-9)
+    # the left-out view gets no gradient, the others finite ones
+    leaf = pix.clone().requires_grad_()
+    triangulate(leaf, k, bad, d).sum().backward()
+    assert (leaf.grad[:, 3] == 0).all() and torch.isfinite(leaf.grad).all()
+    assert (leaf.grad[:, 1].abs() > 0).any()
     # each pair with 'top' is NaN; the others are unchanged
     pairs = triangulate_pairs(pix, k, bad, d)
     assert pairs[:, [2, 4, 5]].isnan().all()
