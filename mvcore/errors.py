@@ -19,6 +19,11 @@ class DataError(MvcoreError, ValueError):
     """Project files (CSV, images, calibration) are missing or inconsistent; names file and row."""
 
 
+class BusyError(MvcoreError, RuntimeError):
+    """A folder mvcore would write into is in use by another mvcore command (its lock is
+    held); the message names the holder."""
+
+
 class UnknownComponentError(MvcoreError, LookupError):
     """A config names a loss/augmenter/backbone that no installed plugin registered."""
 

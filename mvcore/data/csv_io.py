@@ -12,7 +12,6 @@ are skipped by the readers. Every error names the file, the line and the column.
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mvcore.errors import DataError
+from mvcore.files import atomic_path
 
 __all__ = [
     "LabelTable",
@@ -241,16 +241,10 @@ def read_keypoints_csv(
 
 
 def _write_atomically(frame: pd.DataFrame, path: str | Path, **options: Any) -> None:
-    """``frame.to_csv(path)`` through a hidden temporary file renamed over ``path``: a reader
-    (or a crash) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
+    """``frame.to_csv(path)`` through ``mvcore.files.atomic_path``: a reader (or a crash)
+    never sees a half-written file."""
+    with atomic_path(path) as partial:
         frame.to_csv(partial, **options)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def write_keypoints_csv(
