@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from mpl_toolkits.mplot3d import Axes3D
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
 from PIL import Image
 
@@ -110,7 +111,7 @@ def plot_rig(group: CameraGroup, points: np.ndarray, path: str | Path, title: st
     half = float(np.ptp(everything, axis=0).max()) / 2 * 1.08
 
     fig = Figure(figsize=(12, 11))
-    ax3d = fig.add_subplot(2, 2, 1, projection="3d")
+    ax3d = fig.add_subplot(2, 2, 1, projection=Axes3D.name)
     for kind, style in styles.items():
         segments = lines[kind]  # (V, [S,] 2, 3)
         per_camera = int(np.prod(segments.shape[1:-2]))
