@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mouse4cam_rigs import copy_project
 from PIL import Image
 from shared_data import MOUSE4CAM
 
 from mvcore.config.schema import MvConfig
 from mvcore.data.csv_io import write_keypoints_csv
-from mvcore.data.project import MultiviewProject
+from mvcore.data.project import MultiviewProject, project_from_folder
 from mvcore.errors import DataError
 from mvcore.geometry import CameraGroup, project_points, save_calibration
 
@@ -329,3 +330,20 @@ def test_without_images_every_row_needs_a_calibration_and_no_bbox(tmp_path):
     config = make_config(tmp_path, bbox_file=[f"bbox_{v}.csv" for v in VIEWS])
     with pytest.raises(DataError, match="bbox crops need the crop images"):
         MultiviewProject.from_config(config, need_images=False)
+
+
+def test_project_from_folder_orders_views_as_the_calibration(shared_data, tmp_path):
+    root = copy_project(shared_data, tmp_path / "m4")
+    project = project_from_folder(root)  # file names sort back, mid, side, top: same order
+    assert project.view_names == ["back", "mid", "side", "top"]
+    assert project.calibration_files == [(root / "calibration.toml").resolve()]
+    group = project.calibrations[0]
+    save_calibration(group.select(["top", "side", "mid", "back"]), root / "other.toml")
+    other = project_from_folder(root, calibration=root / "other.toml")
+    assert other.view_names == ["top", "side", "mid", "back"]  # the calibration's order
+    np.testing.assert_array_equal(other.keypoints[:, 0], project.keypoints[:, 3])
+    assert project_from_folder(root, views=["mid", "top"]).view_names == ["mid", "top"]
+    with pytest.raises(DataError, match="need >= 2"):
+        project_from_folder(root, views=["mid"])
+    with pytest.raises(DataError, match="project folder not found"):
+        project_from_folder(tmp_path / "nowhere")
