@@ -16,6 +16,7 @@ both findings, ``pair_geometry`` measures each camera pair's angles on the 2D po
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ __all__ = [
     "Triangulation",
     "read_prediction_files",
     "triangulate_ransac",
+    "check_view_order",
+    "view_order_findings",
     "geometry_findings",
     "label_geometry_findings",
     "pair_geometry",
@@ -358,13 +361,108 @@ def triangulate_keypoints(project: MultiviewProject, indices: np.ndarray | None 
     return triangulate_predictions(labels, project.row_cameras(idx, dtype=torch.float64))
 
 
+#: views beyond this are not checked for a swapped order (V! orders are compared)
+MAX_VIEWS_ORDER_CHECK = 8
+#: rows used by the order check (evenly spaced; its tensors grow as rows x V^4 x K)
+MAX_ROWS_ORDER_CHECK = 200
+
+
+def _epipolar_costs(keypoints: Tensor, cameras: CameraTensors) -> np.ndarray:
+    """``cost[i, a, j, b]``: median symmetric epipolar distance (px) between the labels of
+    view i seen by camera a and those of view j seen by camera b, over the (frame, keypoint)
+    points both label (NaN where none, and for i == j or a == b). ``keypoints (n, V, K, 2)``,
+    cameras broadcastable to ``(n, V, ...)``."""
+    n, v = keypoints.shape[:2]
+    k_ = cameras.intrinsics.expand(n, v, 3, 3)
+    e_ = cameras.extrinsics.expand(n, v, 3, 4)
+    d_ = cameras.distortions.expand(n, v, 5)
+    # labels of every view undistorted by every camera: (n, V_labels, V_cameras, K, 2)
+    xy, ok = undistort_points(keypoints.unsqueeze(2), k_.unsqueeze(1), d_.unsqueeze(1))
+    h = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
+    rot, t = e_[..., :3], e_[..., 3]
+    # relative pose a -> b: x_b = R_ab x_a + t_ab, (n, a, b, ...)
+    rel_rot = rot.unsqueeze(1) @ rot.transpose(-1, -2).unsqueeze(2)
+    rel_t = t.unsqueeze(1) - (rel_rot @ t.unsqueeze(2).unsqueeze(-1)).squeeze(-1)
+    zero = torch.zeros_like(rel_t[..., 0])
+    cross = torch.stack([zero, -rel_t[..., 2], rel_t[..., 1], rel_t[..., 2], zero,
+                         -rel_t[..., 0], -rel_t[..., 1], rel_t[..., 0], zero], -1)
+    essential = cross.unflatten(-1, (3, 3)) @ rel_rot  # x_b^T E_ab x_a = 0
+    # epipolar lines in b of labels i via a, and in a of labels j via b
+    lines_b = torch.einsum("nabxy,niaky->niabkx", essential, h)  # (n, i, a, b, K, 3)
+    lines_a = torch.einsum("nabyx,njbky->njabkx", essential, h)  # (n, j, a, b, K, 3)
+    residual = torch.einsum("niabkx,njbkx->niajbk", lines_b, h)  # (n, i, a, j, b, K)
+    tiny = torch.finfo(residual.dtype).tiny
+    norm_b = lines_b[..., :2].norm(dim=-1).clamp(min=tiny).unsqueeze(3)  # (n, i, a, 1, b, K)
+    norm_a = lines_a[..., :2].norm(dim=-1).clamp(min=tiny).permute(0, 2, 1, 3, 4).unsqueeze(1)
+    focal = torch.linalg.det(k_[..., :2, :2]).abs().sqrt()  # (n, V) pixels
+    f_a = focal[:, None, :, None, None, None]
+    f_b = focal[:, None, None, None, :, None]
+    dist = 0.5 * residual.abs() * (f_b / norm_b + f_a / norm_a)
+    both = ok[:, :, :, None, None, :] & ok[:, None, None, :, :, :]
+    dist = torch.where(both, dist, torch.full_like(dist, float("nan")))
+    cost = dist.permute(1, 2, 3, 4, 0, 5).reshape(v, v, v, v, -1).nanmedian(-1).values.numpy()
+    same = np.arange(v)
+    cost[same, :, same, :] = np.nan  # a view with itself
+    cost[:, same, :, same] = np.nan  # two views through one camera
+    return cost
+
+
+def view_order_findings(keypoints: Any, cameras: CameraTensors, view_names: list[str]
+                        ) -> list[str]:
+    """A finding when the labels fit the cameras much better in another order than the
+    project's (label files and views, or camera names, swapped): every order of the cameras
+    is scored by the sum over view pairs of the median epipolar distance of the labels."""
+    points = torch.as_tensor(np.asarray(keypoints), dtype=torch.float64)
+    v = points.shape[-3]
+    if v < 3 or v > MAX_VIEWS_ORDER_CHECK:
+        return []  # two views: any order fits alike
+    cams = cameras.to(dtype=torch.float64)
+    if len(points) > MAX_ROWS_ORDER_CHECK:
+        rows = torch.linspace(0, len(points) - 1, MAX_ROWS_ORDER_CHECK).round().long()
+        points = points[rows]
+        if cams.intrinsics.dim() > 3 and cams.intrinsics.shape[0] > 1:
+            cams = cams[rows]
+    with torch.no_grad():
+        cost = _epipolar_costs(points, cams)
+    orders = np.array(list(itertools.permutations(range(v))))  # (P, V)
+    first, second = np.triu_indices(v, k=1)
+    per_pair = cost[first, orders[:, first], second, orders[:, second]]  # (P, pairs)
+    counted = np.isfinite(per_pair).all(1)
+    if not counted[0]:
+        return []
+    total = np.where(counted, np.nansum(per_pair, 1), np.inf)
+    best = int(np.argmin(total))
+    identity = total[0] / len(first)
+    better = total[best] / len(first)
+    if best == 0 or not (identity > 5.0 and better < 0.5 * identity):
+        return []
+    moved = [i for i in range(v) if orders[best, i] != i]
+    labels = [view_names[i] for i in moved]
+    cams = [view_names[orders[best, i]] for i in moved]
+    return [f"the labels of views {labels} fit cameras {cams} much better (median epipolar "
+            f"error {better:.1f} px against {identity:.1f} px in the project's order): "
+            "data.view_names and data.csv_file are probably in different orders, or the "
+            "calibration's camera names are swapped"]
+
+
+def check_view_order(keypoints: Any, cameras: CameraTensors, view_names: list[str],
+                     where: str) -> None:
+    """DataError (naming ``where``) when ``view_order_findings`` finds that the labels fit
+    another order of the cameras much better: every 3D result would be wrong."""
+    for finding in view_order_findings(keypoints, cameras, view_names):
+        raise DataError(f"{where}: {finding}")
+
+
 def label_geometry_findings(project: MultiviewProject) -> list[str]:
     """``geometry_findings`` of the calibrated rows' labels (views that see labelled points
     from behind, points without depth, near-degenerate camera pairs); [] without calibration.
-    Training warns with them: such labels give no 3D target from those views."""
+    Training warns with them: such labels give no 3D target from those views. Labels that fit
+    another camera order much better are a DataError (``check_view_order``)."""
     rows = np.flatnonzero(project.calibrated_rows)
     if rows.size == 0:
         return []
+    check_view_order(project.keypoints[rows], project.row_cameras(rows, dtype=torch.float64),
+                     project.view_names, "labels and calibration")
     result = triangulate_keypoints(project, rows)
     labels = project.keypoints[rows]
     cameras = project.row_cameras(rows, dtype=torch.float64)

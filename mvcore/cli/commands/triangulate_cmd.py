@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from mvcore.data.csv_io import write_3d_csv
     from mvcore.data.triangulate import (
         DEFAULT_CONFIDENCE_THRESHOLD,
+        check_view_order,
         geometry_findings,
         pair_geometry,
         triangulate_predictions,
@@ -77,15 +78,17 @@ def run(args: argparse.Namespace) -> int:
     keypoints, cameras, view_names = source["keypoints"], source["cameras"], source["views"]
     confidences = source["confidences"]
     threshold = DEFAULT_CONFIDENCE_THRESHOLD if args.threshold is None else args.threshold
+    offered = np.isfinite(keypoints).all(-1)
+    if confidences is not None:
+        offered &= np.asarray(confidences) >= threshold
+    check_view_order(np.where(offered[..., None], keypoints, np.nan), cameras, view_names,
+                     source["what"])
     rejected = None
     if args.ransac is not None:
         result, rejected = triangulate_ransac(keypoints, cameras, confidences, threshold,
                                               inlier_px=args.ransac)
     else:
         result = triangulate_predictions(keypoints, cameras, confidences, threshold)
-    offered = np.isfinite(keypoints).all(-1)
-    if confidences is not None:
-        offered &= np.asarray(confidences) >= threshold
     pairs = pair_geometry(keypoints, cameras, view_names, result.view_errors)
     for line in geometry_findings(result, offered, view_names, pairs):
         warnings.warn(line, stacklevel=1)

@@ -262,3 +262,12 @@ def test_prediction_file_of_a_view_without_camera(project, capsys):
                  str(project / "calibration.toml"), "--out", str(project / "x.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "minimal_side.csv" in err and "no camera of the calibration" in err
+
+
+def test_label_files_of_two_views_swapped_are_named(project, capsys):
+    (project / "CollectedData_mid.csv").rename(project / "mid.tmp")
+    (project / "CollectedData_side.csv").rename(project / "CollectedData_mid.csv")
+    (project / "mid.tmp").rename(project / "CollectedData_side.csv")
+    code, _, err = _run(project, capsys)
+    assert code == 2 and not (project / "out.csv").exists()  # no garbage 3D written
+    assert "the labels of views ['mid', 'side'] fit cameras ['side', 'mid']" in err

@@ -286,3 +286,30 @@ def test_label_geometry_findings_name_a_camera_turned_around(mouse4cam):
     findings = label_geometry_findings(broken)
     assert findings == ["camera 'top': 900 of 900 points lie behind it, so it took no part in "
                         "them; its rotation is probably wrong (turned around?)"]
+
+
+@pytest.mark.parametrize("order", [[0, 2, 1, 3], [3, 1, 2, 0]])
+def test_swapped_label_files_are_named(mouse4cam, order):
+    from mvcore.data.triangulate import view_order_findings
+
+    project, _ = mouse4cam
+    cams = project.row_cameras(dtype=torch.float64)
+    assert view_order_findings(project.keypoints, cams, M4C_VIEWS) == []
+    swapped = project.keypoints[:, order]  # the CSVs of two views given in the wrong order
+    findings = view_order_findings(swapped, cams, M4C_VIEWS)
+    moved = [M4C_VIEWS[i] for i in range(4) if order[i] != i]
+    assert len(findings) == 1 and f"the labels of views {moved}" in findings[0]
+    assert "data.view_names and data.csv_file" in findings[0]
+
+
+def test_training_refuses_labels_that_fit_another_camera_order(mouse4cam):
+    import dataclasses
+
+    from mvcore.data.triangulate import label_geometry_findings
+    from mvcore.errors import DataError
+
+    project, _ = mouse4cam
+    swapped = dataclasses.replace(project, keypoints=project.keypoints[:, [1, 0, 2, 3]])
+    with pytest.raises(DataError, match=r"labels and calibration: the labels of views "
+                                        r"\['back', 'mid'\] fit cameras \['mid', 'back'\]"):
+        label_geometry_findings(swapped)
