@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from mvcore.data.triangulate import (
     triangulate_predictions,
 )
 from mvcore.errors import DataError
+from mvcore.files import write_json_atomically, write_text_atomically
 from mvcore.geometry import CameraTensors, camera_pairs, project_points, triangulate_pairs
 
 __all__ = [
@@ -63,7 +62,6 @@ __all__ = [
     "check_project",
     "format_report",
     "leave_one_view_out",
-    "write_atomically",
     "write_reports",
 ]
 
@@ -441,24 +439,12 @@ def format_report(check: CalibrationCheck, worst: int = WORST_LISTED) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a hidden temporary file beside ``path``, then rename it over
-    ``path``: a reader (or a crash) never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
 def write_reports(check: CalibrationCheck, out_dir: str | Path) -> list[Path]:
-    """``report.txt`` (``format_report``) and ``report.json`` (``to_dict``) in ``out_dir``."""
+    """``report.txt`` (``format_report``) and ``report.json`` (``to_dict``) in ``out_dir``,
+    each written atomically (``mvcore.files``)."""
     out = Path(out_dir)
-    text = format_report(check)
-    data = json.dumps(check.to_dict(), indent=1, allow_nan=False)
-    return [write_atomically(out / "report.txt", lambda p: p.write_text(text)),
-            write_atomically(out / "report.json", lambda p: p.write_text(data + "\n"))]
+    data = check.to_dict()
+    json.dumps(data, allow_nan=False)  # NaN became None: the file is strict JSON
+    write_text_atomically(out / "report.txt", format_report(check))
+    write_json_atomically(out / "report.json", data)
+    return [out / "report.txt", out / "report.json"]

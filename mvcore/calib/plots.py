@@ -14,7 +14,7 @@ that frame are named.
 
 Figures are drawn on matplotlib's object-oriented ``Figure`` (rendered by Agg on savefig): no
 pyplot, so no global backend is switched and no figure outlives its function. Files are
-written atomically (``check.write_atomically``).
+written atomically (``mvcore.files.atomic_path``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from mpl_toolkits.mplot3d import Axes3D
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
 from PIL import Image
 
-from mvcore.calib.check import CalibrationCheck, write_atomically
+from mvcore.calib.check import CalibrationCheck
 from mvcore.data.project import MultiviewProject
+from mvcore.files import atomic_path
 from mvcore.geometry import CameraGroup
 
 __all__ = ["camera_outlines", "plot_project", "plot_reprojection", "plot_rig"]
@@ -155,7 +156,14 @@ def plot_rig(group: CameraGroup, points: np.ndarray, path: str | Path, title: st
                  "edge: top row of the image), dashed: optical axis, dotted: line of sight to "
                  "the labels (dots)", fontsize=10)
     fig.tight_layout()
-    return write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=_DPI))
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG through a temporary file renamed over ``path``."""
+    with atomic_path(path) as partial:
+        fig.savefig(partial, format="png", dpi=_DPI)
+    return Path(path)
 
 
 def _zoom(points: np.ndarray, size: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -249,7 +257,7 @@ def plot_reprojection(view_names: list[str], labels: np.ndarray, reprojected: np
     axes[1, 0].legend(loc="lower left", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return write_atomically(path, lambda p: fig.savefig(p, format="png", dpi=_DPI))
+    return _save(fig, path)
 
 
 def _frame_to_draw(project: MultiviewProject) -> tuple[int, list[Path | None]]:

@@ -95,10 +95,11 @@ def run_check(args: argparse.Namespace) -> int:
     from mvcore.calib.check import check_project, format_report, write_reports
     from mvcore.calib.plots import plot_project
     from mvcore.data.project import project_from_folder
+    from mvcore.files import writable_dir
 
     project = project_from_folder(args.project, args.csv_prefix, args.views, args.calibration)
+    out = writable_dir(args.out if args.out else Path(args.project) / "calib_check", "--out")
     check = check_project(project)
-    out = Path(args.out) if args.out else Path(args.project) / "calib_check"
     print(format_report(check), end="")
     for finding in check.findings:
         warnings.warn(finding, stacklevel=1)

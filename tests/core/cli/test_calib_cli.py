@@ -240,3 +240,9 @@ def test_check_without_calibration_is_an_input_error(project, capsys):
     code, _, err = _check(project, capsys)
     assert code == 2 and "error:" in err and "calibration" in err
     assert not (project / "calib_check").exists()
+
+
+def test_check_out_that_is_a_file_is_an_input_error(project, capsys):
+    (project / "taken").write_text("")
+    code, _, err = _check(project, capsys, "--out", str(project / "taken"))
+    assert code == 2 and err.startswith("error: --out") and err.count("\n") == 1
