@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 FORMATS = ("opencv", "matlab")  # mvcore.geometry.calibration_formats.CALIBRATION_FORMATS
 
@@ -89,9 +90,6 @@ def _register_check(actions: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
-    from pathlib import Path
-
-    # lazy: as above
     from mvcore.calib.check import check_project, format_report, write_reports
     from mvcore.calib.plots import plot_project
     from mvcore.data.project import project_from_folder
