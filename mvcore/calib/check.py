@@ -212,7 +212,7 @@ def _json_ready(value: Any) -> Any:
         return {k: _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
-    if isinstance(value, (np.generic, torch.Tensor)):  # PairGeometry may hold 0-d tensors
+    if isinstance(value, (np.generic, torch.Tensor)):  # scalars of the statistics
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None

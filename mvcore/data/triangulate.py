@@ -133,9 +133,11 @@ class PairGeometry:
     ``angle_deg``: median angle between the two views' viewing rays (0 or 180: no depth);
     ``baseline``: distance between the camera centres (world units, median over rows);
     ``narrow``: points whose two rays meet at less than the minimum angle;
-    ``depth_error``: median relative depth error that ``noise_px`` of 2D error causes,
-    ``noise_px / (f sin(angle))``; ``near_degenerate``: the median angle is below the minimum
-    or ``depth_error`` exceeds ``MAX_PAIR_DEPTH_ERROR``."""
+    ``depth_error``: median relative depth error that ``noise_px`` (the measured 2D noise) causes,
+    ``noise_px / (f sin(angle))``; ``near_degenerate``: the median angle is below the minimum,
+    or 1 px of 2D error alone moves the pair's points by more than ``MAX_PAIR_DEPTH_ERROR`` of
+    their depth (a geometric verdict: a wrong camera inflates the measured noise of well-angled
+    pairs too, and that is reported as the camera's problem, not the pair's)."""
 
     views: tuple[str, str]
     points: int
@@ -147,7 +149,8 @@ class PairGeometry:
     near_degenerate: bool
 
 
-#: a pair whose 2D noise moves points by more than this fraction of their depth is reported
+#: a pair where 1 px of 2D error moves points by more than this fraction of their depth is
+#: near-degenerate (f sin(angle) < 20 px: about 1.4 degrees at f = 800 px)
 MAX_PAIR_DEPTH_ERROR = 0.05
 
 
@@ -184,7 +187,7 @@ def pair_geometry(keypoints: Any, cameras: CameraTensors, view_names: list[str],
             per_pair = per_pair.movedim(-3, 0).reshape(len(pairs), -1)  # (P, everything)
             noise = per_pair.nanmedian(-1).values.nan_to_num(1.0).clamp(min=1.0)
         shape = torch.broadcast_shapes(both.shape, sine.shape)
-        depth_error = noise.unsqueeze(-1) / (pair_focal.sqrt().unsqueeze(-1) * sine)
+        per_px = 1.0 / (pair_focal.sqrt().unsqueeze(-1) * sine)  # relative depth error / px
 
         def per_pair_values(t: Tensor) -> Tensor:
             """``(..., P, K)`` -> ``(P, rest)`` with NaN where the pair lacks a point."""
@@ -194,16 +197,17 @@ def pair_geometry(keypoints: Any, cameras: CameraTensors, view_names: list[str],
 
         counts = per_pair_values(torch.ones(shape, dtype=torch.float64)).nan_to_num(0).sum(-1)
         median_angle = per_pair_values(angle).nanmedian(-1).values
-        median_error = per_pair_values(depth_error).nanmedian(-1).values
+        median_per_px = per_pair_values(per_px).nanmedian(-1).values
         min_sine = math.sin(math.radians(min_ray_angle))
         narrow = per_pair_values((sine < min_sine).double()).nan_to_num(0).sum(-1)
         degenerate = (torch.sin(torch.deg2rad(median_angle)) < min_sine) | (
-            median_error > MAX_PAIR_DEPTH_ERROR)
+            median_per_px > MAX_PAIR_DEPTH_ERROR)
         median_baseline = baseline.reshape(-1, len(pairs)).median(0).values
     return [
         PairGeometry((view_names[a], view_names[b]), int(counts[p]), float(median_angle[p]),
                      float(median_baseline[p]), int(narrow[p]), float(noise[p]),
-                     float(median_error[p]), bool(degenerate[p]) and counts[p] > 0)
+                     float(noise[p] * median_per_px[p]),
+                     bool(degenerate[p]) and bool(counts[p] > 0))
         for p, (a, b) in enumerate(pairs.tolist())
     ]
 
