@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mvcore.config import lightning_pose
-from mvcore.config.load import format_validation_error
+from mvcore.config.load import validation_problems
 from mvcore.context import Context
 from mvcore.contracts import LOSS_INPUTS, produced_inputs
 from mvcore.errors import (
@@ -147,8 +147,8 @@ def _select(
     try:
         params = cls.Params.model_validate(raw)
     except ValidationError as exc:
-        lines = format_validation_error(exc, cls.Params, prefix=prefix, origin=origin)
-        problems.add(ConfigError("\n".join(line.strip() for line in lines.splitlines()[1:])))
+        lines = validation_problems(exc, cls.Params, prefix=prefix, origin=origin)
+        problems.add(ConfigError("\n".join(lines)))
         return None
     selected = Selected(kind, name, key_path, cls, params, prefix, origin,
                         entry.provider_label)

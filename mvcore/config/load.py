@@ -2,7 +2,7 @@
 pydantic shape check (pass 1). Pass 2, against the installed plugins, is ``mvcore.build``.
 
 Errors are ``ConfigError`` with one line per problem: the key path, the bad value and what is
-allowed (with the nearest key for a typo).
+allowed (with the nearest key for a typo). A single problem is a single line.
 """
 
 from __future__ import annotations
@@ -23,16 +23,26 @@ from mvcore.errors import ConfigError
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a YAML error (PyYAML's own message spans several lines):
+    ``line L, column C: problem``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or a non-mapping top level is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        with path.open() as handle:
-            raw = yaml.safe_load(handle) or {}
+        raw = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except (OSError, RecursionError) as exc:
+        raise ConfigError(f"{path}: cannot be read as YAML: {type(exc).__name__}") from None
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}"
@@ -47,7 +57,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
         key, sep, text = override.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {override!r}: expected key.path=value")
-        value = yaml.safe_load(text) if text.strip() else None
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {override!r}: the value is not valid YAML: "
+                              f"{_yaml_problem(exc)}; quote it") from None
         node = result
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -120,13 +134,28 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return None
 
 
-def format_validation_error(
+#: pydantic's range errors, said as the rule: ``must be >= 1``
+_RANGE_RULES = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+                "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
+def _rule(item: dict[str, Any]) -> str:
+    """The message of one pydantic error, ranges and non-finite numbers said as the rule."""
+    kind = item["type"]
+    if kind in _RANGE_RULES:
+        sign, key = _RANGE_RULES[kind]
+        return f"must be {sign} {item.get('ctx', {}).get(key)}"
+    if kind == "finite_number":
+        return "must be a finite number"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
+def validation_problems(
     error: ValidationError,
     model: type[BaseModel],
     prefix: str = "",
-    source: str | None = None,
     origin: dict[str, str] | None = None,
-) -> str:
+) -> list[str]:
     """One readable line per pydantic error: key path, value and what is allowed.
 
     ``prefix``: the key path of ``model``'s section; ``origin``: ``{field: key path}`` for
@@ -150,12 +179,33 @@ def format_validation_error(
             if allowed:
                 msg += f" (allowed here: {', '.join(allowed)})"
         else:
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            text = item["msg"].removeprefix("Value error, ")
+            shown = _short_repr(value) if not isinstance(value, dict) else "{...}"
+            text = _rule(item)
             msg = f"{path}: {text}" + ("" if shown in text or shown == "{...}"
                                        else f" (got {shown})")
         lines.append(msg)
+    return lines
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_validation_error(
+    error: ValidationError,
+    model: type[BaseModel],
+    prefix: str = "",
+    source: str | None = None,
+    origin: dict[str, str] | None = None,
+) -> str:
+    """The message of a ConfigError for ``error``: ``invalid config SOURCE: key: problem`` on
+    one line, or a head line and one indented line per problem when there are several."""
+    lines = validation_problems(error, model, prefix, origin)
     head = f"invalid config{f' {source}' if source else ''}:"
+    if len(lines) == 1:
+        return f"{head} {lines[0]}"
     return "\n".join([head, *("  " + line for line in lines)])
 
 

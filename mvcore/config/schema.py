@@ -8,17 +8,31 @@ The schema carries only what the core reads. Lightning Pose keys that only one c
 reads (``training.patch_mask``, ``data.mirrored_column_matches``, ``model.backbone``, ...) are
 taken out before this check and handed to that component's own parameters
 (``mvcore.config.lightning_pose``).
+
+Ranges are part of the shape: a value that would crash or silently misbehave later (a batch
+size of 0, a negative learning rate, ``max_epochs: -1``, which Lightning reads as "forever")
+fails here, so ``mvcore config check`` catches it before anything runs. NaN and infinity are
+refused for every float. The ranges are documented in ``docs/config.md``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: the seeds feed numpy's and Lightning's generators, which take unsigned 32-bit seeds
+_MAX_SEED = 2**32 - 1
+#: ``training.precision`` values Lightning accepts (YAML may give 16 / 32 / 64 as numbers)
+PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true",
+              "16-mixed", "bf16-mixed")
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ImageResizeDims(_Strict):
@@ -80,8 +94,8 @@ class DataConfig(_Strict):
 
 
 class MultiStepParams(_Strict):
-    milestones: list[int] = Field(default_factory=lambda: [150, 200, 250])
-    gamma: float = 0.5
+    milestones: list[NonNegativeInt] = Field(default_factory=lambda: [150, 200, 250])
+    gamma: float = Field(0.5, gt=0.0)
 
 
 class LrSchedulerParams(_Strict):
@@ -89,8 +103,8 @@ class LrSchedulerParams(_Strict):
 
 
 class OptimizerParams(_Strict):
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
+    learning_rate: float = Field(5e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
 
 
 class TrainingConfig(_Strict):
@@ -99,49 +113,73 @@ class TrainingConfig(_Strict):
     imgaug_hflip: bool = False
     #: mvcore: parameters of augmenters by name, e.g. {imgaug_3d: {scale: [0.8, 1.2]}}
     augmentation_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    train_batch_size: int = 16
-    val_batch_size: int = 32
-    test_batch_size: int = 32
-    train_prob: float = 0.95
-    val_prob: float | None = 0.05
-    train_frames: float = 1
-    num_gpus: int = 1
-    num_workers: int = 2
-    num_nodes: int = 1
-    unfreezing_epoch: int | None = 20
-    unfreezing_step: int | None = None
-    min_epochs: int | None = 300
-    max_epochs: int | None = 300
-    min_steps: int | None = None
-    max_steps: int | None = None
-    milestone_steps: list[int] | None = None
-    log_every_n_steps: int = 10
-    check_val_every_n_epoch: int = 5
-    val_check_interval: float | int | None = None
-    ckpt_every_n_epochs: int | None = None
+    train_batch_size: PositiveInt = 16
+    val_batch_size: PositiveInt = 32
+    test_batch_size: PositiveInt = 32
+    train_prob: float = Field(0.95, gt=0.0, le=1.0)
+    val_prob: float | None = Field(0.05, ge=0.0, lt=1.0)
+    train_frames: float = Field(1, gt=0.0)
+    num_gpus: NonNegativeInt = 1
+    num_workers: NonNegativeInt = 2
+    num_nodes: PositiveInt = 1
+    unfreezing_epoch: NonNegativeInt | None = 20
+    unfreezing_step: NonNegativeInt | None = None
+    min_epochs: NonNegativeInt | None = 300
+    #: None: Lightning's default (1000); -1 (Lightning's "forever") is refused
+    max_epochs: PositiveInt | None = 300
+    min_steps: NonNegativeInt | None = None
+    max_steps: PositiveInt | None = None
+    milestone_steps: list[NonNegativeInt] | None = None
+    log_every_n_steps: PositiveInt = 10
+    check_val_every_n_epoch: PositiveInt = 5
+    #: a number of batches (an int >= 1) or a fraction of an epoch in (0, 1]
+    val_check_interval: int | float | None = None
+    #: 0 or None: no extra checkpoints
+    ckpt_every_n_epochs: NonNegativeInt | None = None
     early_stopping: bool = False
-    early_stop_patience: int = 3
-    rng_seed_data_pt: int = 0
-    rng_seed_model_pt: int = 0
+    early_stop_patience: NonNegativeInt = 3
+    rng_seed_data_pt: int = Field(0, ge=0, le=_MAX_SEED)
+    rng_seed_model_pt: int = Field(0, ge=0, le=_MAX_SEED)
     optimizer: Literal["Adam", "AdamW"] = "Adam"
     optimizer_params: OptimizerParams = Field(default_factory=OptimizerParams)
     lr_scheduler: Literal["multisteplr", "none"] = "multisteplr"
     lr_scheduler_params: LrSchedulerParams = Field(default_factory=LrSchedulerParams)
     uniform_heatmaps_for_nan_keypoints: bool = True
+    #: a number of batches (an int >= 1) or a fraction of them in (0, 1]
     limit_train_batches: int | float | None = None
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: PositiveInt = 1
     profiler: str | None = None
-    #: mvcore: "32", "16-mixed" or "bf16-mixed" (mixed precision on GPU)
+    #: mvcore: "32", "16-mixed" or "bf16-mixed" (mixed precision on GPU); any of PRECISIONS
     precision: str = "32"
     #: mvcore: "auto" uses a GPU when there is one, else the CPU
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     #: mvcore: heatmap target width in heatmap pixels (Lightning Pose: fixed 1.25)
-    heatmap_sigma: float = 1.25
+    heatmap_sigma: float = Field(1.25, gt=0.0)
     #: mvcore: frames per unlabelled video clip for the unsupervised losses (Lightning Pose
     #: ``dali.base.train.sequence_length``, 32 there)
     unlabeled_clip_length: int = Field(16, ge=2)
     #: mvcore: unlabelled clips per epoch; None = as many as labelled batches
     unlabeled_clips_per_epoch: int | None = Field(None, ge=1)
+
+    @field_validator("val_check_interval", "limit_train_batches")
+    @classmethod
+    def _batches_or_fraction(cls, value: int | float | None) -> int | float | None:
+        if value is None:
+            return value
+        if isinstance(value, int) and value < 1 or isinstance(value, float) and not (
+                0.0 < value <= 1.0):
+            raise ValueError(f"must be a number of batches (an int >= 1) or a fraction in "
+                             f"(0, 1], got {value!r}")
+        return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # YAML reads `precision: 16` as a number
+        if isinstance(value, str) and value not in PRECISIONS:
+            raise ValueError(f"must be one of {', '.join(PRECISIONS)}, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingConfig:
@@ -175,10 +213,10 @@ class ModelConfig(_Strict):
 
 class AnnealWeightConfig(_Strict):
     attr_name: str = "total_unsupervised_importance"
-    init_val: float = 0.0
-    increase_factor: float = 0.01
-    final_val: float = 1.0
-    freeze_until_epoch: int = 60  # the seeds' default schedule: full weight at epoch 160
+    init_val: float = Field(0.0, ge=0.0)
+    increase_factor: float = Field(0.01, ge=0.0)
+    final_val: float = Field(1.0, ge=0.0)
+    freeze_until_epoch: NonNegativeInt = 60  # the seeds' default schedule: full weight at 160
 
 
 class CallbacksConfig(_Strict):
@@ -190,10 +228,10 @@ class EvalConfig(_Strict):
     test_videos_directory: str | None = None
     save_vids_after_training: bool = False
     colormap: str = "cool"
-    confidence_thresh_for_vid: float = 0.9
+    confidence_thresh_for_vid: float = Field(0.9, ge=0.0, le=1.0)
     hydra_paths: list[str] | None = None
     #: mvcore: number of labelled-frame PNGs written after training
-    num_labeled_frame_plots: int = 4
+    num_labeled_frame_plots: NonNegativeInt = 4
 
 
 class MvConfig(_Strict):

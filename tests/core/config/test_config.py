@@ -194,3 +194,115 @@ def test_lightning_pose_multiview_template_loads_once_its_placeholders_are_fille
                                 "data.image_resize_dims.width=256"])
     assert config.lightning_pose["model.backbone"] == "vits_dino"
     assert config.data.view_names == ["cam0", "cam1"]
+
+
+# ----------------------------------------------------------------------------- ranges
+
+#: LP's shipped configs that mvcore does not load: crim13 sets ``training.dropout_rate``,
+#: a key of Lightning Pose's single-view regression models that mvcore does not know
+_NOT_LOADED = {"config_crim13.yaml"}
+
+
+def test_every_shipped_lightning_pose_config_is_in_range(shared_data):
+    """The ranges accept every value Lightning Pose ships (its configs load unchanged)."""
+    paths = sorted((shared_data / "lightning-pose-configs").glob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        if path.name in _NOT_LOADED:
+            continue
+        load_config(path, ["data.image_resize_dims.height=256",
+                           "data.image_resize_dims.width=256"])
+
+
+@pytest.mark.parametrize(("key", "value", "rule"), [
+    ("training.max_epochs", -1, "must be >= 1"),
+    ("training.max_epochs", 0, "must be >= 1"),
+    ("training.min_epochs", -5, "must be >= 0"),
+    ("training.train_batch_size", 0, "must be >= 1"),
+    ("training.val_batch_size", 0, "must be >= 1"),
+    ("training.test_batch_size", -2, "must be >= 1"),
+    ("training.optimizer_params.learning_rate", -0.001, "must be > 0"),
+    ("training.optimizer_params.learning_rate", 0.0, "must be > 0"),
+    ("training.optimizer_params.learning_rate", float("nan"), "must be a finite number"),
+    ("training.optimizer_params.weight_decay", -1.0, "must be >= 0"),
+    ("training.num_workers", -1, "must be >= 0"),
+    ("training.num_gpus", -1, "must be >= 0"),
+    ("training.num_nodes", 0, "must be >= 1"),
+    ("training.max_steps", 0, "must be >= 1"),
+    ("training.min_steps", -1, "must be >= 0"),
+    ("training.unfreezing_epoch", -1, "must be >= 0"),
+    ("training.log_every_n_steps", 0, "must be >= 1"),
+    ("training.check_val_every_n_epoch", 0, "must be >= 1"),
+    ("training.accumulate_grad_batches", 0, "must be >= 1"),
+    ("training.early_stop_patience", -1, "must be >= 0"),
+    ("training.rng_seed_data_pt", -1, "must be >= 0"),
+    ("training.rng_seed_model_pt", 2**32, "must be <= 4294967295"),
+    ("training.train_prob", 0.0, "must be > 0"),
+    ("training.val_prob", -0.1, "must be >= 0"),
+    ("training.train_frames", 0, "must be > 0"),
+    ("training.heatmap_sigma", 0.0, "must be > 0"),
+    ("training.heatmap_sigma", float("inf"), "must be a finite number"),
+    ("training.limit_train_batches", 0, "a number of batches (an int >= 1) or a fraction"),
+    ("training.val_check_interval", 1.5, "a number of batches (an int >= 1) or a fraction"),
+    ("training.precision", "17", "must be one of 64, 32, 16"),
+    ("training.lr_scheduler_params.multisteplr.gamma", 0.0, "must be > 0"),
+    ("training.lr_scheduler_params.multisteplr.milestones", [10, -5], "must be >= 0"),
+    ("callbacks.anneal_weight.increase_factor", -0.01, "must be >= 0"),
+    ("callbacks.anneal_weight.freeze_until_epoch", -1, "must be >= 0"),
+    ("eval.confidence_thresh_for_vid", 1.5, "must be <= 1"),
+    ("eval.num_labeled_frame_plots", -1, "must be >= 0"),
+])
+def test_out_of_range_values_are_one_line_naming_key_rule_and_value(key, value, rule):
+    text = yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+    raw = apply_overrides({}, [f"{key}={text}"])
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="cfg.yaml")
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"invalid config cfg.yaml: {key}")
+    assert rule in message
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("training.max_epochs", None, None),  # Lightning's default
+    ("training.max_epochs", 1, 1),
+    ("training.num_workers", 0, 0),
+    ("training.limit_train_batches", 0.25, 0.25),
+    ("training.limit_train_batches", 3, 3),
+    ("training.val_check_interval", 1.0, 1.0),
+    ("training.precision", 16, "16"),  # YAML reads it as a number
+    ("training.precision", "bf16-mixed", "bf16-mixed"),
+    ("training.ckpt_every_n_epochs", 0, 0),
+    ("training.val_prob", None, None),
+])
+def test_in_range_values_are_kept(key, value, expected):
+    section, name = key.split(".")
+    config = parse_config({section: {name: value}})
+    assert getattr(getattr(config, section), name) == expected
+
+
+def test_several_problems_are_one_line_each():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"training": {"train_batch_size": 0, "num_workers": -1}}, source="c.yaml")
+    assert str(info.value).splitlines() == [
+        "invalid config c.yaml:",
+        "  training.train_batch_size: must be >= 1 (got 0)",
+        "  training.num_workers: must be >= 0 (got -1)",
+    ]
+
+
+def test_yaml_errors_are_one_line_with_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  max_epochs: [1, 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and f"{bad} is not valid YAML: line " in message
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"training: \xff\xfe\x00")
+    with pytest.raises(ConfigError, match="binary.yaml is not valid YAML"):
+        load_config(binary)
+    with pytest.raises(ConfigError) as info:
+        apply_overrides({}, ["training.max_epochs=[1"])
+    assert len(str(info.value).splitlines()) == 1
+    assert "--set 'training.max_epochs=[1': the value is not valid YAML" in str(info.value)
