@@ -234,9 +234,10 @@ def loss_input_errors(cls: Any, name: str, provider: str = "",
         missing = sorted(signature.required - produced_inputs(calibrated))
         if missing:
             errors.append(MissingLossInputError(
-                f"losses.{name}: {who} requires {', '.join(missing)}, which exist only for "
-                f"calibrated projects, and this project has no calibration: "
-                f"{_CALIBRATION_HINT}, or set losses.{name}.log_weight: null to turn it off"))
+                f"losses.{name}: {who} needs a camera calibration for every labelled frame, "
+                f"and this project has none (or not for every session): {_CALIBRATION_HINT}, "
+                f"or set losses.{name}.log_weight: null to turn it off (it requires "
+                f"{', '.join(missing)}, which exist only for calibrated projects)"))
     return errors
 
 

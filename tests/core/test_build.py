@@ -148,8 +148,13 @@ def test_missing_inputs_are_named_before_training(components):
     with pytest.raises(MissingLossInputError) as info:
         plan_run(cfg, components, UNCALIBRATED)
     message = str(info.value)
-    assert "requires keypoints_targ_3d, which exist only for calibrated projects" in message
-    assert "add calibration.toml" in message and "log_weight: null" in message
+    assert len(message.splitlines()) == 1
+    # the missing calibration first, then what to do, then the tensors behind it
+    assert message.startswith("losses.supervised_toy_3d: loss 'supervised_toy_3d' (from "
+                              "toy-plugin 0.1) needs a camera calibration for every labelled "
+                              "frame, and this project has none")
+    assert message.index("add calibration.toml") < message.index("log_weight: null") \
+        < message.index("requires keypoints_targ_3d, which exist only for calibrated projects")
 
 
 def test_an_unsupervised_loss_cannot_require_labels(components):
