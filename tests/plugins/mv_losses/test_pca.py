@@ -310,9 +310,16 @@ def test_validate_context_names_the_wrong_parameter(context):
         (multi, {"mirrored_column_matches": [[0, 1], [2]]}, "mirrored_column_matches",
          "equal length"),
         (single, {"components_to_keep": 9}, "components_to_keep",
-         "9 must be between 1 and the 8 PCA dimensions"),
+         "9 components but the PCA has 8 dimensions (x and y of 4 keypoints per view); give an "
+         "int from 1 to 8"),
         (multi, {"components_to_keep": 5}, "components_to_keep",
-         "5 must be between 1 and the 4 PCA dimensions"),
+         "5 components but the PCA has 4 dimensions (x and y in each of 2 views per body "
+         "part); give an int from 1 to 4"),
+        (multi, {"components_to_keep": 0}, "components_to_keep", "give an int from 1 to 4"),
+        (multi, {"components_to_keep": 3.0}, "components_to_keep",
+         "3.0 as a float is a fraction of explained variance and must be in [0, 1]; for a "
+         "number of components write an int from 1 to 4"),
+        (single, {"components_to_keep": -0.5}, "components_to_keep", "must be in [0, 1]"),
     ]
     for cls, raw, field, message in cases:
         with pytest.raises(ParamError) as info:

@@ -396,15 +396,27 @@ class PCALoss(Loss):
 
     @classmethod
     def validate_context(cls, params: PCAParams, context: Context) -> None:
-        """Indices inside the project's views and keypoints; an int ``components_to_keep`` no
-        larger than the PCA's dimensions."""
+        """Indices inside the project's views and keypoints; ``components_to_keep`` an int
+        from 1 to the PCA's dimensions or a float fraction in [0, 1] (checked here so that
+        ``mvcore config check`` catches it, not the fit at the start of training)."""
         layout = cls._layout(params, context)
-        dims = (2 * layout.matches.shape[0] if cls.mode == "multiview"
-                else 2 * layout.columns.numel())
+        if cls.mode == "multiview":
+            dims = 2 * layout.matches.shape[0]
+            per = f"x and y in each of {layout.matches.shape[0]} views per body part"
+        else:
+            dims = 2 * layout.columns.numel()
+            per = f"x and y of {layout.columns.numel()} keypoints per view"
         keep = params.components_to_keep
         if isinstance(keep, int) and not 1 <= keep <= dims:
-            raise ParamError("components_to_keep",
-                             f"{keep} must be between 1 and the {dims} PCA dimensions")
+            raise ParamError(
+                "components_to_keep",
+                f"{keep} components but the PCA has {dims} dimensions ({per}); give an int "
+                f"from 1 to {dims}, or a float in [0, 1] (a fraction of explained variance)")
+        if isinstance(keep, float) and not 0.0 <= keep <= 1.0:
+            raise ParamError(
+                "components_to_keep",
+                f"{keep!r} as a float is a fraction of explained variance and must be in "
+                f"[0, 1]; for a number of components write an int from 1 to {dims}")
 
     def __init__(self, params: PCAParams, context: Context) -> None:
         super().__init__(params, context)
