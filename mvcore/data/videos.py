@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -51,7 +52,10 @@ def probe_video(path: Path) -> VideoInfo:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"cannot open video {path}: {exc}") from exc
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DataError(f"cannot open video {path}: {reason} (a damaged or unfinished file, "
+                        "or not a video); repair or re-export it, or move it out of the "
+                        "folder") from None
     with container:
         if not container.streams.video:
             raise DataError(f"{path}: no video stream")
@@ -66,8 +70,10 @@ def probe_video(path: Path) -> VideoInfo:
 
 class VideoWriter:
     """An H.264 (``libx264``, else MPEG-4 where PyAV lacks it) yuv420p mp4 written with PyAV,
-    atomically: frames go to ``<stem>.partial.mp4``, which becomes ``path`` on ``close()``;
-    ``abort()`` deletes it. A context manager closes on success and aborts on an exception.
+    atomically: frames go to a hidden ``.<stem>.<random>.partial.mp4`` beside ``path`` (the
+    naming of ``mvcore.files.atomic_path``, so two writers never share one), which becomes
+    ``path`` on ``close()`` (or another name: ``close(path)``); ``abort()`` deletes it. A
+    context manager closes on success and aborts on an exception.
 
     ``height`` / ``width`` are the frames' size; yuv420p needs even sizes, so an odd last row
     or column is dropped. ``crf`` is libx264's quality (lower is better; preset ``veryfast``).
@@ -79,7 +85,8 @@ class VideoWriter:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        self.partial = self.path.with_name(
+            f".{self.path.stem}.{secrets.token_hex(4)}.partial{self.path.suffix}")
         self.size = (height - height % 2, width - width % 2)
         for codec, options in (("libx264", {"crf": str(crf), "preset": "veryfast"}),
                                ("mpeg4", {})):
@@ -88,6 +95,7 @@ class VideoWriter:
                 stream = container.add_stream(codec, rate=fps, options=options)
             except (av.error.FFmpegError, ValueError):
                 container.close()
+                self.partial.unlink(missing_ok=True)
                 continue
             stream.height, stream.width = self.size
             stream.pix_fmt = "yuv420p"
@@ -107,17 +115,27 @@ class VideoWriter:
             for packet in self.stream.encode(frame):
                 self.container.mux(packet)
 
-    def close(self) -> None:
-        """Flush the encoder and move the file to ``path``."""
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
-        os.replace(self.partial, self.path)
+    def close(self, path: str | Path | None = None) -> Path:
+        """Flush the encoder and move the file to ``path`` (default: the writer's ``path``;
+        e.g. an ``.incomplete`` name for frames of an unfinished job); returns where it is."""
+        target = self.path if path is None else Path(path)
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            self.container = None
+            os.replace(self.partial, target)
+        except BaseException:
+            self.abort()
+            raise
+        return target
 
     def abort(self) -> None:
         """Stop writing and delete the partial file (``path`` is left as it was)."""
-        with contextlib.suppress(Exception):
-            self.container.close()
+        if self.container is not None:
+            with contextlib.suppress(Exception):
+                self.container.close()
+            self.container = None
         self.partial.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:

@@ -6,13 +6,17 @@ frame is the whole image (bbox ``[0, 0, h, w]``); it is resized to the model inp
 training resize (bilinear, antialiased, pixel edges on pixel edges; done on uint8 frames,
 which differs from the float path of ``mvcore.data.dataset.load_image`` by < 1 grey level and
 is ~30x faster at 1280x1024), then ImageNet-normalised.
+
+A video that fails part-way (a frame FFmpeg cannot decode, a view that ends early, a frame
+of another size) raises ``VideoReadError`` naming the file and the frame, after the frames
+read before it have been yielded: the caller keeps what it made of them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import numpy as np
@@ -23,7 +27,17 @@ from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from mvcore.data.sessions import VideoSession
 from mvcore.errors import DataError
 
-__all__ = ["SessionReader", "frames_to_model_input", "view_frames"]
+__all__ = ["SessionReader", "VideoReadError", "frames_to_model_input", "view_frames"]
+
+
+class VideoReadError(DataError):
+    """A session's video failed part-way: ``frame`` (0-based) of ``path`` could not be read;
+    every frame before it was (and was yielded)."""
+
+    def __init__(self, message: str, path: Path, frame: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.frame = frame
 
 
 class SessionReader:
@@ -32,8 +46,8 @@ class SessionReader:
     Iterating yields one batch at a time: a uint8 RGB array ``(B, V, h, w, 3)`` when all views
     share a frame size (decoded in place, no copy), else a list of V arrays
     ``(B, h_v, w_v, 3)``; B = ``batch_size``, the last batch shorter. The memory is reused
-    for the next batch: use (or copy) a batch before advancing. DataError if a view ends early
-    or changes frame size.
+    for the next batch: use (or copy) a batch before advancing. ``VideoReadError`` (after the
+    frames read before it) if a frame cannot be decoded, a view ends early or changes size.
     """
 
     def __init__(self, session: VideoSession, batch_size: int) -> None:
@@ -57,31 +71,68 @@ class SessionReader:
         with contextlib.ExitStack() as stack:
             decoders = []
             for info in session.videos:
-                container = stack.enter_context(av.open(str(info.path)))
+                try:
+                    container = stack.enter_context(av.open(str(info.path)))
+                except (av.error.FFmpegError, OSError) as exc:
+                    reason = getattr(exc, "strerror", None) or str(exc)
+                    raise VideoReadError(f"cannot open video {info.path}: {reason}",
+                                         info.path, 0) from None
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 decoders.append(container.decode(stream))
             filled = 0
-            for index, frames in enumerate(itertools.zip_longest(*decoders)):
-                if session.truncated and index == session.num_frames:
-                    break  # data.video_sync: truncate
-                for v, frame in enumerate(frames):
-                    if frame is None:
-                        raise DataError(
-                            f"session {session.name!r}: {session.videos[v].path.name} ended "
-                            f"after {index} frames while other views go on")
-                    image = frame.to_ndarray(format="rgb24")
-                    if image.shape != buffers[v].shape[1:]:
-                        raise DataError(
-                            f"{session.videos[v].path}: frame {index} is {image.shape[:2]} "
-                            f"(h, w), the video started at {buffers[v].shape[1:3]}")
-                    buffers[v][filled] = image
+            index = 0
+            while not (session.truncated and index == session.num_frames):  # video_sync
+                try:
+                    frames = self._next_frames(decoders, index)
+                    if frames is None:
+                        break
+                    for v, frame in enumerate(frames):
+                        buffers[v][filled] = self._image(frame, v, index, buffers[v].shape[1:])
+                except VideoReadError:
+                    if filled:  # the frames read before the failure are still good
+                        yield shared[:filled] if shared is not None else \
+                            [x[:filled] for x in buffers]
+                    raise
                 filled += 1
+                index += 1
                 if filled == b:
                     yield shared if shared is not None else buffers
                     filled = 0
             if filled:
                 yield shared[:filled] if shared is not None else [x[:filled] for x in buffers]
+
+    def _next_frames(self, decoders: list[Iterator[av.VideoFrame]], index: int
+                     ) -> list[av.VideoFrame] | None:
+        """Frame ``index`` of every view; None when all views have ended."""
+        videos = self.session.videos
+        frames = []
+        for v, decoder in enumerate(decoders):
+            try:
+                frames.append(next(decoder, None))
+            except av.error.FFmpegError as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise VideoReadError(
+                    f"{videos[v].path}: cannot decode frame {index} ({reason}); the video is "
+                    "damaged from there on", videos[v].path, index) from None
+        if all(frame is None for frame in frames):
+            return None
+        for v, frame in enumerate(frames):
+            if frame is None:
+                raise VideoReadError(
+                    f"session {self.session.name!r}: {videos[v].path} ended after {index} "
+                    "frames while other views go on", videos[v].path, index)
+        return frames
+
+    def _image(self, frame: av.VideoFrame, v: int, index: int, shape: tuple[int, ...]
+               ) -> np.ndarray:
+        """The RGB array of frame ``index`` of view ``v``, checked against its size."""
+        image = frame.to_ndarray(format="rgb24")
+        if image.shape != shape:
+            path = self.session.videos[v].path
+            raise VideoReadError(f"{path}: frame {index} is {image.shape[:2]} (h, w), the video "
+                                 f"started at {shape[:2]}", path, index)
+        return image
 
 
 def view_frames(frames: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:

@@ -74,8 +74,9 @@ class LabeledVideoWriter:
         draw_markers(frames, keypoints, visible, self.colors, self.radius)
         self.video.write(frames)
 
-    def close(self) -> None:
-        self.video.close()
+    def close(self, path: Path | None = None) -> Path:
+        """Finish the file under its name (or ``path``, e.g. an ``.incomplete`` name)."""
+        return self.video.close(path)
 
     def abort(self) -> None:
         self.video.abort()
