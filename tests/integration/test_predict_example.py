@@ -129,8 +129,10 @@ def _frame_count(path: Path) -> int:
 
 def test_second_run_skips_and_evaluate_agrees_with_training(predicted, model_dir,
                                                            monkeypatch, capsys):
-    assert _cli(monkeypatch, ["predict", str(model_dir)]) == 0
+    # same settings, no labelled videos asked for: the manifest (written with them) matches
+    assert _cli(monkeypatch, ["predict", str(model_dir), "--confidence-threshold", "0"]) == 0
     assert "skipped session session0" in capsys.readouterr().out
+    assert (predicted / ".mvcore" / "session0.json").is_file()
     assert _cli(monkeypatch, ["evaluate", str(model_dir)]) == 0
     text = capsys.readouterr().out
     assert "mean pixel error" in text and "tail_tip" in text

@@ -13,8 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Predict every session (<session>_<view>.mp4, all views) of a video directory. "
             "Writes <out>/<session>_<view>.csv (DeepLabCut format, frame pixels), "
             "<out>/<session>_3d.csv (anipose format) when the project is calibrated, and "
-            "with --labeled-video <out>/labeled_videos/<session>_<view>_labeled.mp4. Sessions "
-            "whose outputs are newer than the checkpoint and the videos are skipped."
+            "with --labeled-video <out>/labeled_videos/<session>_<view>_labeled.mp4. Each file "
+            "appears only when complete; a session is skipped when its manifest "
+            "(<out>/.mvcore/<session>.json, written last) matches its videos, calibration, "
+            "checkpoint and settings, and predicted again otherwise. The output folder is "
+            "locked while predict runs. A video that fails part-way keeps the frames before "
+            "it as <session>_<view>.incomplete.csv (and exits 2). See docs/predict.md."
         ),
     )
     parser.add_argument("model_dir", help="model directory written by `mvcore train`")
@@ -41,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", default=None, metavar="TOML",
                         help="anipose calibration to use instead of the project's")
     parser.add_argument("--overwrite", action="store_true",
-                        help="predict sessions whose outputs are up to date too")
+                        help="predict sessions whose manifest matches too")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if any)")
     parser.set_defaults(func=run)
 

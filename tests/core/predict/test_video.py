@@ -1,56 +1,26 @@
 """Video prediction: 3D, the 3D CSV, end to end, skip (sessions:
 ``tests/core/data/test_sessions.py``; decoding: ``test_decoding.py``; drawing:
-``test_rendering.py``)."""
+``test_rendering.py``; complete-or-absent outputs, locks and failures: ``test_outputs.py``).
+The ``model_dir`` fixture is in ``conftest.py``."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from fake_plugins import TinyBackbonePlugin
-from videos import write_video
+from predict_models import circle_rig as _rig
 
 from mvcore.data.csv_io import read_keypoints_csv, write_3d_csv
 from mvcore.data.triangulate import triangulate_predictions
 from mvcore.errors import MvcoreError
-from mvcore.geometry import CameraGroup, project_points
+from mvcore.geometry import project_points
 from mvcore.predict import video as vid
 from mvcore.predict.model_io import load_model
 
 
 # ------------------------------------------------------------------------------------- 3D
-def _rotvec(rot: np.ndarray) -> np.ndarray:
-    """Rodrigues vector of a rotation matrix (angle in (0, pi))."""
-    angle = np.arccos(np.clip((np.trace(rot) - 1) / 2, -1, 1))
-    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
-    return axis / (2 * np.sin(angle)) * angle
-
-
-def _rig(num_views: int = 4, size: tuple[int, int] = (256, 256)) -> CameraGroup:
-    """Cameras on a circle 600 mm from the origin, looking at it, with distortion;
-    ``size`` = (width, height) recorded in the calibration."""
-    angles = np.linspace(0, 2 * np.pi, num_views, endpoint=False) + 0.3
-    rotations, translations = [], []
-    for a in angles:
-        centre = np.array([600 * np.cos(a), 600 * np.sin(a), 300.0])
-        forward = -centre / np.linalg.norm(centre)
-        right = np.cross(forward, [0, 0, 1.0])
-        right /= np.linalg.norm(right)
-        down = np.cross(forward, right)
-        rot = np.stack([right, down, forward])
-        rotations.append(_rotvec(rot))
-        translations.append(-rot @ centre)
-    k = np.array([[500.0, 0, 128], [0, 500.0, 128], [0, 0, 1]])
-    return CameraGroup(names=[f"c{v}" for v in range(num_views)],
-                       sizes=np.tile(size, (num_views, 1)), intrinsics=np.stack([k] * num_views),
-                       distortions=np.tile([-0.1, 0.02, 0, 0, 0], (num_views, 1)),
-                       rotations=np.stack(rotations), translations=np.stack(translations))
-
-
 @pytest.fixture
 def rig_points():
     group = _rig()
@@ -116,50 +86,6 @@ def test_anipose_csv_round_trips_and_loads_in_movement(tmp_path, rig_points):
 
 
 # ---------------------------------------------------------------------------- end to end
-@pytest.fixture
-def model_dir(tmp_path, monkeypatch):
-    """A model directory of the test backbone (untrained), with a calibration and videos."""
-    from mvcore.build import build_backbone, select_backbone
-    from mvcore.config.load import parse_config
-    from mvcore.context import Context
-    from mvcore.plugin.components import build_components
-    from mvcore.plugin.manager import get_plugin_manager
-    from mvcore.training.module import MultiviewPoseModule
-
-    manager = get_plugin_manager(load_entrypoints=False)
-    manager.register(TinyBackbonePlugin(), name="tiny")
-    components = build_components(manager)
-    monkeypatch.setattr("mvcore.predict.model_io.load_components", lambda: components)
-    views = ["c0", "c1", "c2", "c3"]
-    data = tmp_path / "project"
-    raw = {"data": {"image_resize_dims": {"height": 32, "width": 32}, "data_dir": str(data),
-                    "video_dir": "videos", "view_names": views,
-                    "keypoint_names": ["a", "b", "c"], "num_keypoints": 3},
-           "model": {"model_type": "tiny_conv"},
-           "training": {"imgaug": "none", "imgaug_3d": False}}
-    config = parse_config(raw)
-    context = Context(view_names=views, keypoint_names=["a", "b", "c"], image_height=32,
-                      image_width=32, has_calibration=True)
-    backbone = build_backbone(select_backbone(config, components, context), context)
-    module = MultiviewPoseModule(config, backbone, context)
-    out = tmp_path / "model"
-    (out / "checkpoints").mkdir(parents=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(raw))
-    (out / "context.json").write_text(json.dumps(context.to_json()))
-    torch.save({"state_dict": module.state_dict()}, out / "checkpoints" / "best.ckpt")
-    from mvcore.geometry import save_calibration
-
-    (data / "videos").mkdir(parents=True)
-    save_calibration(_rig(size=(64, 48)), data / "calibration.toml")
-    rng = np.random.default_rng(3)
-    for v in views:
-        write_video(data / "videos" / f"s1_{v}.mp4",
-                     (rng.random((9, 48, 64, 3)) * 255).astype(np.uint8))
-    old = 1_000_000_000  # the checkpoint is older than anything written later
-    os.utime(out / "checkpoints" / "best.ckpt", (old, old))
-    return out
-
-
 def test_predict_videos_writes_2d_and_3d_and_skips_up_to_date_sessions(model_dir, tmp_path):
     messages: list[str] = []
     results = vid.predict_videos(model_dir, batch_size=4, confidence_threshold=0.0,
@@ -191,15 +117,22 @@ def test_predict_videos_writes_2d_and_3d_and_skips_up_to_date_sessions(model_dir
     np.testing.assert_allclose(read_keypoints_csv(tmp_path / "b1" / "s1_c2.csv")[2], coords,
                                atol=1e-4)
 
-    skipped = vid.predict_videos(model_dir, progress=False, log=messages.append)
-    assert skipped[0].status == "skipped" and "skipped session s1" in messages[-1]
+    def status(**options) -> str:
+        (result,) = vid.predict_videos(model_dir, confidence_threshold=0.0, progress=False,
+                                       log=messages.append, **options)
+        return result.status
+
+    assert status() == "skipped" and "skipped session s1" in messages[-1]
+    assert status(batch_size=3) == "skipped"  # the batch size is not a setting
     video = model_dir.parent / "project" / "videos" / "s1_c1.mp4"
-    os.utime(video, None)  # a newer video makes the outputs stale
-    os.utime(out / "s1_c0.csv", (video.stat().st_mtime - 10,) * 2)
+    os.utime(video, None)  # a touched video: the outputs may be stale
+    assert status() == "predicted" and messages[-2] == \
+        "predicting session s1 again: s1_c1.mp4 changed since its outputs were written"
+    assert status() == "skipped"
+    assert status(overwrite=True) == "predicted"
     assert vid.predict_videos(model_dir, progress=False, log=messages.append)[0].status == \
-        "predicted"
-    assert vid.predict_videos(model_dir, overwrite=True, progress=False,
-                              log=messages.append)[0].status == "predicted"
+        "predicted"  # another confidence threshold
+    assert "confidence_threshold was 0.0, now 0.5" in messages[-2]
 
 
 def test_load_model_errors_name_what_is_missing(model_dir, tmp_path):
@@ -225,7 +158,7 @@ def test_without_calibration_only_2d_is_written(model_dir, tmp_path):
                                    log=messages.append)
     assert result.calibration is None and any("2D predictions only" in m for m in messages)
     assert sorted(p.name for p in (tmp_path / "2d").iterdir()) == [
-        f"s1_c{v}.csv" for v in range(4)]
+        ".mvcore", ".mvcore.lock", *(f"s1_c{v}.csv" for v in range(4))]
     (result,) = vid.predict_videos(model_dir, out_dir=tmp_path / "3d", calibration=moved,
                                    progress=False, log=messages.append)
     assert result.calibration == moved and (tmp_path / "3d" / "s1_3d.csv").is_file()
