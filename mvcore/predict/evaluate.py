@@ -20,9 +20,13 @@ Metrics, per split (the ``set`` column: train / validation / test / unused; ``al
   frames by the number at the end of the image file name (``img0042.png`` -> frame 42). The
   triangulated labels get the same metric as a reference floor.
 
-Written to ``MODEL_DIR/eval/``: ``pixel_error.csv``, ``pck.csv``,
+Written to ``MODEL_DIR/eval/`` (or ``out_dir``): ``pixel_error.csv``, ``pck.csv``,
 ``prediction_reprojection_error.csv``, ``error_3d.csv`` (with ground truth) and
-``summary.csv`` (metric, value).
+``summary.csv`` (metric, value), deleted first and written last: a folder without it holds
+no finished evaluation. Each file is written under a temporary name and renamed
+when complete (``mvcore.files.atomic_path``), the folder is locked while they are written (a
+second writer gets a ``BusyError``), and a table of an earlier evaluation that this one does
+not produce is removed, so the folder always holds one evaluation.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from mvcore.data.triangulate import (
     triangulate_predictions,
 )
 from mvcore.errors import DataError
+from mvcore.files import DirectoryLock, atomic_path, writable_dir
 from mvcore.predict.model_io import load_model_config
 
 __all__ = [
@@ -304,17 +309,23 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
     summary = _summary(pixel, pck_table, reprojection, error_3d)
     summary["confidence_threshold_3d"] = threshold
     result = EvaluationResult(pixel, pck_table, reprojection, error_3d, summary, main)
-    out = Path(out_dir) if out_dir is not None else model_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir if out_dir is not None else model_dir / "eval",
+                       "--out" if out_dir is not None else "evaluation folder")
     tables = {"pixel_error": pixel, "pck": pck_table,
-              "prediction_reprojection_error": reprojection, "error_3d": error_3d}
-    for name, table in tables.items():
-        if table is not None:
-            table.to_csv(out / f"{name}.csv", index=False)
-            result.written.append(out / f"{name}.csv")
-    pd.DataFrame({"metric": list(summary), "value": list(summary.values())}).to_csv(
-        out / "summary.csv", index=False)
-    result.written.append(out / "summary.csv")
+              "prediction_reprojection_error": reprojection, "error_3d": error_3d,
+              "summary": pd.DataFrame({"metric": list(summary),
+                                       "value": list(summary.values())})}
+    with DirectoryLock(out, "evaluate"):
+        # summary.csv is written last: without it the folder holds no finished evaluation
+        (out / "summary.csv").unlink(missing_ok=True)
+        for name, table in tables.items():
+            path = out / f"{name}.csv"
+            if table is None:
+                path.unlink(missing_ok=True)  # an earlier evaluation's: not this one's
+                continue
+            with atomic_path(path) as partial:
+                table.to_csv(partial, index=False)
+            result.written.append(path)
     return result
 
 

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--csv files) with the project labels: pixel error per keypoint and view, PCK at "
             "5/10/20 px and at 5% of the bbox diagonal, the multi-view reprojection error "
             "and, where ground_truth_3d.csv exists, the 3D error. Prints a table and writes "
-            "CSVs to MODEL_DIR/eval/."
+            "CSVs to MODEL_DIR/eval/ (each complete or absent; summary.csv last)."
         ),
     )
     parser.add_argument("model_dir", help="model directory written by `mvcore train`")

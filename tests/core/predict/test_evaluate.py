@@ -181,3 +181,29 @@ def test_training_report_and_evaluate_report_one_reprojection_error(example, tmp
         value = reported["test_prediction_reprojection_error_median"]
         assert value == pytest.approx(evaluated["test_prediction_reprojection_error_median"])
         assert value > 0.5  # the noisy view disagrees with the others
+
+
+def test_output_folder_errors_busy_folders_and_stale_tables(example, tmp_path, capsys):
+    from mvcore.cli.main import main
+    from mvcore.files import DirectoryLock
+
+    config_path, project = example
+    model = _model_dir(tmp_path, config_path)
+    _write_predictions(model, project, _filled_labels(project), ["test"] * len(project))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(["evaluate", str(model), "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {a_file} is a file, not a folder; give a folder path\n"
+    with DirectoryLock(model / "eval", "evaluate"):  # another mvcore evaluate writes there
+        assert main(["evaluate", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {model / 'eval'} is in use by mvcore evaluate (pid ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in (model / "eval").iterdir()) == [".mvcore.lock"]
+    (model / "eval" / "error_3d.csv").write_text("of an earlier evaluation")
+    assert main(["evaluate", str(model), "--gt-3d", str(tmp_path / "none.csv")]) == 0
+    # no ground truth this time: the earlier 3D table goes, the folder is one evaluation
+    assert sorted(p.name for p in (model / "eval").iterdir()) == [
+        ".mvcore.lock", "pck.csv", "pixel_error.csv", "prediction_reprojection_error.csv",
+        "summary.csv"]
