@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from mvcore.data.bbox import frame_to_model
 from mvcore.data.csv_io import write_keypoints_csv
+from mvcore.files import atomic_path
 
 
 @torch.no_grad()
@@ -88,7 +89,8 @@ def _write_error_csv(path: Path, index: list[str], keypoint_names: list[str],
 
     frame = pd.DataFrame(errors, index=index, columns=keypoint_names)
     frame["set"] = sets
-    frame.to_csv(path)
+    with atomic_path(path) as partial:  # complete or absent
+        frame.to_csv(partial)
 
 
 def summarise(errors: np.ndarray, split_of_row: list[str], name: str = "pixel_error",

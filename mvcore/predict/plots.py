@@ -10,8 +10,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
+from mvcore.files import atomic_path
+
 # Figures are drawn on matplotlib's object-oriented Figure (rendered by Agg on savefig): no
-# pyplot, so no global backend is switched and no figure outlives its function.
+# pyplot, so no global backend is switched and no figure outlives its function. Each is saved
+# under a temporary name and renamed when complete (``mvcore.files.atomic_path``).
+
+
+def _save_png(fig: Figure, path: Path, dpi: int) -> None:
+    with atomic_path(path) as partial:
+        fig.savefig(partial, format="png", dpi=dpi)
 
 
 def plot_loss_curve(metrics_csv: Path, out_path: Path) -> Path | None:
@@ -32,7 +40,7 @@ def plot_loss_curve(metrics_csv: Path, out_path: Path) -> Path | None:
     if train_column is not None:
         axes[0].set_yscale("log")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    _save_png(fig, out_path, dpi=100)
     return out_path
 
 
@@ -63,6 +71,6 @@ def plot_labeled_frames(project: Any, predictions: dict[str, np.ndarray], rows: 
         fig.suptitle(f"row {row}: {Path(project.image_paths[row][0]).name}", fontsize=9)
         fig.tight_layout()
         path = out_dir / f"labeled_frame_{row:05d}.png"
-        fig.savefig(path, dpi=90)
+        _save_png(fig, path, dpi=90)
         written.append(path)
     return written

@@ -4,7 +4,10 @@ labelled frame, metrics and figures.
 Written to the model directory: ``untrained_metrics.json`` (before training, read back on
 ``--resume``), ``predictions_<view>.csv`` (DeepLabCut header, x/y/likelihood and a ``set``
 column), ``predictions_<view>_<metric>.csv`` per keypoint, ``metrics.csv``, ``loss_curve.png``
-and ``labeled_frames/*.png``. The metrics are defined in ``docs/metrics.md``.
+and ``labeled_frames/*.png``. The metrics are defined in ``docs/metrics.md``. Every file is
+written under a temporary name and renamed when complete (``mvcore.files``); ``metrics.csv``
+is deleted first and written last, after the CSVs and before the figures, so a model
+directory with a ``metrics.csv`` has the report's predictions and metrics of one run.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 import torch
 
 from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD, triangulate_predictions
+from mvcore.files import atomic_path, write_json_atomically
 from mvcore.predict.labeled import (
     pixel_errors,
     predict_rows,
@@ -41,7 +45,7 @@ def untrained_metrics(module: Any, data_module: Any, project: Any, model_dir: Pa
     if resume:
         return json.loads(path.read_text()) if path.is_file() else {}
     metrics = _baseline_metrics(module, data_module, project)
-    path.write_text(json.dumps(metrics, indent=2))
+    write_json_atomically(path, metrics)
     return metrics
 
 
@@ -58,6 +62,7 @@ def write_report(module: Any, data_module: Any, project: Any, model_dir: Path,
                  baseline: dict[str, float]) -> dict[str, float]:
     """Predict every labelled row and write CSVs, metrics and figures; returns the metrics."""
     split_names = data_module.split_names()
+    (model_dir / "metrics.csv").unlink(missing_ok=True)  # written last: see module docstring
     predictions = predict_rows(module, data_module)
     write_labeled_predictions(project, predictions, split_names, model_dir)
     rows = predictions["index"]
@@ -78,8 +83,9 @@ def write_report(module: Any, data_module: Any, project: Any, model_dir: Path,
     per_keypoint.update(_loss_keypoint_errors(module, predictions))
     for name, values in per_keypoint.items():
         write_keypoint_metric(project, rows, values, sets, model_dir, f"{name}_error")
-    pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}).to_csv(
-        model_dir / "metrics.csv", index=False)
+    with atomic_path(model_dir / "metrics.csv") as partial:
+        pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}).to_csv(
+            partial, index=False)
     plot_loss_curve(model_dir / "logs" / "metrics.csv", model_dir / "loss_curve.png")
     test_rows = [int(r) for r in (data_module.test_indices if len(data_module.test_indices)
                                   else data_module.val_indices)]
