@@ -4,6 +4,8 @@ truth and config (``make_example_project``)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -15,10 +17,12 @@ from PIL import Image
 
 from mvcore.data.csv_io import write_keypoints_csv
 from mvcore.data.videos import VideoWriter
+from mvcore.errors import DataError
 from mvcore.example.background import render_backgrounds
 from mvcore.example.render import MarkerSizes, marker_colors, render_frame
 from mvcore.example.rig import make_cameras
 from mvcore.example.simulate import KEYPOINT_NAMES, simulate_pose
+from mvcore.files import writable_dir
 from mvcore.geometry import project_points, save_calibration
 
 __all__ = ["make_example_project"]
@@ -103,8 +107,12 @@ def make_example_project(
       1 where a nearer body part hides the keypoint's marker);
     - ``config.yaml``: a small CPU training config (``data_dir: .``).
 
-    Deterministic from ``seed``. Raises FileExistsError if ``out_dir`` is not empty, unless
-    ``overwrite``. Returns the path of ``config.yaml``.
+    Deterministic from ``seed``. Complete or absent: the project is written into a hidden
+    folder beside ``out_dir`` (``.<name>.<random>.partial``) and moved into ``out_dir`` when
+    complete, so an error, Ctrl-C or kill never leaves half a project (a kill leaves only the
+    hidden folder). DataError if ``out_dir`` is a file, cannot be written, or is not empty
+    (unless ``overwrite``: the project's files replace those of the same name, others stay).
+    Returns the path of ``config.yaml``.
     """
     if not 2 <= num_views <= 26:
         raise ValueError(f"num_views must be in [2, 26], got {num_views}")
@@ -117,9 +125,57 @@ def make_example_project(
         )
     if not 0.0 <= drop_fraction < 0.5:
         raise ValueError(f"drop_fraction must be in [0, 0.5), got {drop_fraction}")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty (pass overwrite=True to write over it)")
+    out = writable_dir(Path(out_dir).resolve(), "example-data DIR")
+    if any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out} is not empty; choose a new or empty folder, or pass "
+                        "--overwrite to write the example project over it")
+    staging = _staging_folder(out)
+    try:
+        _write_project(staging, seed, num_frames, num_views, image_size, label_every, fps,
+                       session, drop_fraction, backbone)
+        if staging.parent == out.parent and not any(out.iterdir()):
+            os.replace(staging, out)  # one rename: the whole project appears at once
+        else:
+            labels = staging / "labeled-data"
+            _move_into(staging, out, {labels / p.name for p in labels.iterdir()})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "config.yaml"
+
+
+def _staging_folder(out: Path) -> Path:
+    """A new hidden folder for the project while it is written: beside ``out`` (a kill then
+    leaves ``out`` as it was), inside it where the parent folder cannot be written."""
+    name = f".{out.name}.{secrets.token_hex(4)}.partial"
+    try:
+        (out.parent / name).mkdir()
+        return out.parent / name
+    except OSError:
+        (out / name).mkdir()
+        return out / name
+
+
+def _move_into(source: Path, target: Path, whole: set[Path]) -> None:
+    """Move the finished project in ``source`` into the folder ``target`` entry by entry
+    (renames on one file system; ``config.yaml``, the project's entry point, last), replacing
+    files of the same name, merging folders, and replacing the folders in ``whole`` (the
+    label image folders)."""
+    for entry in sorted(source.iterdir(), key=lambda p: (p.name == "config.yaml", p.name)):
+        dest = target / entry.name
+        if entry.is_dir() and entry not in whole and dest.is_dir() and not dest.is_symlink():
+            _move_into(entry, dest, whole)
+            continue
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.replace(entry, dest)
+
+
+def _write_project(out: Path, seed: int, num_frames: int, num_views: int, image_size: int,
+                   label_every: int, fps: int, session: str, drop_fraction: float,
+                   backbone: str) -> None:
+    """Write the project of ``make_example_project`` into the new folder ``out``."""
 
     rng = np.random.default_rng(seed)
     group = make_cameras(rng, num_views, image_size)
@@ -139,11 +195,9 @@ def make_example_project(
     sizes = MarkerSizes.for_image(image_size)
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "videos").mkdir(exist_ok=True)
+    (out / "videos").mkdir()
     label_dirs = [out / "labeled-data" / f"{session}_{name}" for name in names]
     for folder in label_dirs:
-        if folder.exists():
-            shutil.rmtree(folder)
         folder.mkdir(parents=True)
     save_calibration(group, out / "calibration.toml")
 
@@ -200,7 +254,5 @@ def make_example_project(
     )
     occ.to_csv(out / "occluded.csv")
 
-    config_path = out / "config.yaml"
     config = _config(names, csv_files, image_size, backbone)
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    return config_path
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

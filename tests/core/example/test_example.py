@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mvcore.cli.main import main
 from mvcore.config.load import load_config
+from mvcore.errors import DataError
 from mvcore.example import KEYPOINT_NAMES, make_example_project
 from mvcore.geometry import load_calibration, project_points, triangulate
 
@@ -72,14 +74,53 @@ def test_deterministic_from_seed(tmp_path: Path) -> None:
 
 def test_refuses_non_empty_dir_unless_overwrite(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("x")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(DataError, match="is not empty; choose a new or empty folder, or pass "
+                                        "--overwrite"):
         make_example_project(tmp_path, num_frames=8, label_every=4, image_size=128)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    stale = tmp_path / "labeled-data" / "session0_cam_a" / "img9999.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "mine.mp4").write_bytes(b"mine")
     config = make_example_project(
         tmp_path, num_frames=8, label_every=4, image_size=128, overwrite=True
     )
     assert config.is_file() and (tmp_path / "keep.txt").is_file()
+    assert (tmp_path / "videos" / "mine.mp4").read_bytes() == b"mine"  # other files stay
+    assert not stale.exists()  # a label folder is replaced whole: no image of another run
+    assert sorted(p.name for p in stale.parent.iterdir()) == ["img0000.png", "img0004.png"]
+    assert [p.name for p in tmp_path.parent.iterdir() if ".partial" in p.name] == []
     labels = _labels(tmp_path)
     assert [_frame_index(p) for p in labels["cam_a"].index] == [0, 4]
+
+
+def test_an_interrupted_run_leaves_no_half_project(tmp_path: Path, monkeypatch) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mvcore.example.write.write_keypoints_csv", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_example_project(tmp_path / "proj", num_frames=8, label_every=4, image_size=128)
+    assert list((tmp_path / "proj").iterdir()) == []  # videos and images were written ...
+    assert [p.name for p in tmp_path.iterdir()] == ["proj"]  # ... beside it, then removed
+
+
+def test_cli_errors_are_one_line_naming_the_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("x")
+    (tmp_path / "a_file").write_text("x")
+    for folder, message in (
+        ("full", "is not empty; choose a new or empty folder, or pass --overwrite"),
+        ("a_file", "example-data DIR {path} is a file, not a folder; give a folder path"),
+        ("a_file/sub", "example-data DIR {path}: cannot write there (Not a directory)"),
+    ):
+        assert main(["example-data", str(tmp_path / folder)]) == 2
+        err = capsys.readouterr().err
+        path = (tmp_path / folder).resolve()
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+        assert message.format(path=path) in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["notes.txt"]
 
 
 def test_csvs_dlc_format_and_missing_labels(project: Path) -> None:
