@@ -7,6 +7,11 @@ DeepLabCut 2.2 variant whose index is split over several leading columns
 (``labeled-data,<video>,<img>.png``) is read too (joined with ``/``). Columns whose ``coords``
 cell is empty (such as the ``("set", "", "")`` column of prediction files) are extra columns and
 are skipped by the readers. Every error names the file, the line and the column.
+
+The readers recognise the usual ways a file is not such a CSV and say what to do, on one line:
+another delimiter (``;`` or tab, as spreadsheet programs write in some locales), a missing
+scorer row, a multi-animal file (its ``individuals`` row), an unclosed quote (a cell that spans
+lines), text that is not UTF-8, and numbers that are not finite (``inf``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ __all__ = [
 _HEADER_ROWS = 3
 _KNOWN_COORDS = ("x", "y", "visible", "likelihood")
 _NAN_TEXT = {"", "nan", "NaN", "NAN", "null", "None"}
+#: delimiters other than ',' that a one-column header line gives away
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 @dataclass
@@ -53,9 +60,19 @@ class LabelTable:
     likelihood: np.ndarray | None = None
     #: extra (non-keypoint) columns by name, as strings
     extra_columns: dict[str, list[str]] = field(default_factory=dict)
+    #: 1-based file line of each row (blank lines are skipped, so not always row + 4)
+    lines: list[int] = field(default_factory=list)
+    #: 0-based file column of each ``(keypoint, coord)`` cell
+    columns: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.image_paths)
+
+
+def show(text: str) -> str:
+    """``text`` as it can stand in a one-line message: line breaks and other unprintable
+    characters escaped (``\\n``), printable text unchanged."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _where(path: Path, line: int, column: int | None = None, what: str = "") -> str:
@@ -64,18 +81,77 @@ def _where(path: Path, line: int, column: int | None = None, what: str = "") -> 
     if column is not None:
         text += f", column {column + 1}"
     if what:
-        text += f" ({what})"
+        text += f" ({show(what)})"
     return text
 
 
-def _read_rows(path: Path) -> list[list[str]]:
+def read_csv_rows(path: Path, what: str = "CSV file") -> list[list[str]]:
+    """The rows of a comma-separated UTF-8 file (a BOM is skipped); DataError for a missing
+    file, text that is not UTF-8, a NUL byte, and a cell that spans lines (an unclosed
+    quote). ``what`` names the file's role in the not-found message."""
     if not path.is_file():
-        raise DataError(f"CSV file not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return list(csv.reader(handle))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot be read as a CSV file: {exc}") from exc
+            reader = csv.reader(handle)
+            rows: list[list[str]] = []
+            start = 1  # the file line where the next row starts
+            for row in reader:
+                for col, cell in enumerate(row):
+                    if "\n" in cell or "\r" in cell:
+                        raise DataError(
+                            f"{_where(path, start, col)}: a quoted cell spans several lines "
+                            "(an unclosed quote?); remove the stray '\"'")
+                    if "\x00" in cell:
+                        raise DataError(f"{_where(path, start, col)}: a NUL byte; the file is "
+                                        "damaged or not a text file")
+                rows.append(row)
+                start = reader.line_num + 1
+            return rows
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+            f"position {exc.start}); save the file as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot be read as a CSV file: {show(str(exc))}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def check_delimiter(path: Path, rows: list[list[str]], header_rows: int = _HEADER_ROWS) -> None:
+    """A file whose ``header_rows`` header lines are one cell each, holding ';' or a tab, uses
+    another delimiter: say so (the reader would otherwise find no columns)."""
+    head = [row for row in rows[:header_rows] if row]
+    if not head or any(len(row) > 1 for row in head):
+        return
+    for char, name in _OTHER_DELIMITERS.items():
+        if char in head[0][0]:
+            raise DataError(
+                f"{path}: the file is {name}-separated ({char!r} in line 1, no ','); mvcore "
+                "reads comma-separated CSV: save it with ',' as the delimiter")
+
+
+def _check_header_kind(path: Path, rows: list[list[str]]) -> None:
+    """Headers that are not DeepLabCut's single-animal 3 rows: a multi-animal file (an
+    ``individuals`` row) or a file without its scorer row (bodyparts, then coords)."""
+    firsts = [row[0].strip().lower() if row else "" for row in rows[:4]]
+    if "individuals" in firsts:
+        line = firsts.index("individuals") + 1
+        raise DataError(
+            f"{path}: line {line} is an 'individuals' row: a multi-animal DeepLabCut file; "
+            "mvcore reads single-animal files (scorer, bodyparts, coords rows): export one "
+            "animal per file")
+
+    def coords_like(row: list[str]) -> bool:
+        cells = [c.strip().lower() for c in row[1:] if c.strip()]
+        return bool(cells) and all(c in _KNOWN_COORDS for c in cells)
+
+    if firsts[:1] == ["bodyparts"] or (len(rows) > 1 and coords_like(rows[1])
+                                       and not coords_like(rows[0])):
+        raise DataError(
+            f"{path}: line 1 is the bodyparts row and line 2 the coords row: the scorer row is "
+            "missing; DeepLabCut CSVs start with 3 header rows (scorer, bodyparts, coords): "
+            "add a line 'scorer,<name>,<name>,...' above line 1")
 
 
 def _to_float(
@@ -86,16 +162,22 @@ def _to_float(
     missing = np.isin(stripped, list(_NAN_TEXT))
     filled = np.where(missing, "nan", stripped)
     try:
-        return filled.astype(np.float64)
+        values = filled.astype(np.float64)
     except ValueError:
         for (r, c), text in np.ndenumerate(filled):
             try:
                 float(text)
             except ValueError:
                 raise DataError(
-                    f"{_where(path, lines[r], cols[c], names[c])}: not a number: {text!r}"
+                    f"{_where(path, lines[r], cols[c], names[c])}: not a number: {str(text)!r}"
                 ) from None
         raise  # pragma: no cover - astype failed but every cell parses
+    infinite = np.isinf(values)
+    if infinite.any():
+        r, c = np.argwhere(infinite)[0]
+        raise DataError(f"{_where(path, lines[r], cols[c], names[c])}: not a finite number: "
+                        f"{str(filled[r, c])!r}; leave the cell empty for a missing value")
+    return values
 
 
 @dataclass
@@ -113,7 +195,9 @@ class _Parsed:
 def _parse(path: str | Path) -> _Parsed:
     """Parse a DLC-style CSV into per-coordinate ``(n, K)`` arrays."""
     path = Path(path)
-    rows = _read_rows(path)
+    rows = read_csv_rows(path)
+    check_delimiter(path, rows)
+    _check_header_kind(path, rows)
     if len(rows) < _HEADER_ROWS:
         raise DataError(
             f"{path}: expected 3 header rows (scorer, bodyparts, coords), found {len(rows)} rows"
@@ -125,10 +209,6 @@ def _parse(path: str | Path) -> _Parsed:
             raise DataError(
                 f"{_where(path, line)}: header row has {len(row)} cells, the coords row {width}"
             )
-    if coords_row and coords_row[0].strip().lower() == "individuals":
-        raise DataError(
-            f"{path}: multi-animal DeepLabCut files (individuals row) are not supported"
-        )
     # leading index columns: the first, plus empty header cells right after it (DLC >= 2.2)
     n_index = 1
     while n_index < width and not any(r[n_index].strip() for r in rows[:_HEADER_ROWS]):
@@ -228,6 +308,8 @@ def read_label_csv(path: str | Path) -> LabelTable:
         scorer=parsed.scorer,
         likelihood=likelihood,
         extra_columns=parsed.extra,
+        lines=parsed.lines,
+        columns=parsed.columns,
     )
 
 

@@ -82,6 +82,64 @@ def test_malformed_files_raise_located_errors(tmp_path, text, pattern):
     assert str(path) in str(info.value)
 
 
+MULTI_ANIMAL = ("scorer,me,me,me,me\nindividuals,m1,m1,m2,m2\nbodyparts,nose,nose,nose,nose\n"
+                "coords,x,y,x,y\nimg0.png,1,2,3,4\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # another delimiter (a spreadsheet in a locale with decimal commas)
+        (HEADER.replace(",", ";") + "img0.png;1,5;2;3;4\n",
+         "the file is semicolon-separated (';' in line 1, no ','); mvcore reads "
+         "comma-separated CSV: save it with ',' as the delimiter"),
+        (HEADER.replace(",", "\t") + "img0.png\t1\t2\t3\t4\n", "the file is tab-separated"),
+        # DeepLabCut's multi-animal header (it used to say "unknown coords value 'nose'")
+        (MULTI_ANIMAL, "line 2 is an 'individuals' row: a multi-animal DeepLabCut file; mvcore "
+                       "reads single-animal files (scorer, bodyparts, coords rows): export one "
+                       "animal per file"),
+        # the scorer row left out (it used to say "unknown coords value '1'")
+        ("bodyparts,nose,nose,tail,tail\ncoords,x,y,x,y\nimg0.png,1,2,3,4\n",
+         "line 1 is the bodyparts row and line 2 the coords row: the scorer row is missing; "
+         "DeepLabCut CSVs start with 3 header rows (scorer, bodyparts, coords): add a line "
+         "'scorer,<name>,<name>,...' above line 1"),
+        (HEADER + 'img0.png,1,2,"3,4\nimg1.png,1,2,3,4\n',
+         "line 4, column 4: a quoted cell spans several lines (an unclosed quote?)"),
+        (HEADER + "img0.png,1,inf,3,4\n",
+         "line 4, column 3 (nose y): not a finite number: 'inf'; leave the cell empty"),
+        (HEADER + "img0.png,1,2,-Infinity,4\n", "column 4 (tail x): not a finite number"),
+    ],
+)
+def test_common_mistakes_are_one_line_saying_what_to_do(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(DataError) as info:
+        read_label_csv(path)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(str(path)) and expected in message
+
+
+def test_text_that_is_not_utf8_or_has_a_nul_byte(tmp_path):
+    path = tmp_path / "utf16.csv"
+    path.write_bytes((HEADER + "img0.png,1,2,3,4\n").encode("utf-16"))
+    with pytest.raises(DataError, match=r"utf16\.csv: not UTF-8 text \(byte b'\\xff' at "
+                                        r"position 0\); save the file as UTF-8 CSV"):
+        read_label_csv(path)
+    path = _write(tmp_path, HEADER + "img0.png,1,2,3,4\x00\n", "nul.csv")
+    with pytest.raises(DataError, match=r"nul\.csv, line 4, column 5: a NUL byte; the file is "
+                                        "damaged or not a text file"):
+        read_label_csv(path)
+
+
+def test_a_byte_order_mark_and_blank_lines_are_fine_and_lines_are_file_lines(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(("\ufeff" + HEADER + "img0.png,1,2,3,4\n\nimg1.png,5,6,,\n").encode())
+    table = read_label_csv(path)
+    assert table.image_paths == ["img0.png", "img1.png"] and table.scorer == "me"
+    assert table.lines == [4, 6]  # the blank line 5 is skipped, not renumbered
+    assert table.columns[("tail", "y")] == 4
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found"):
         read_label_csv(tmp_path / "nope.csv")
