@@ -18,11 +18,21 @@ Calibration (unlike Lightning Pose bug B7): every discovery route gives the same
 targets, 3D augmentation, 3D losses) keys off each row's calibration, never off *how* it was
 found. Rows without a calibration file get index -1 and a warning; 3D is off for those rows
 only, the other rows keep their 3D targets.
+
+Checks at load, each a one-line ``DataError`` (or warning) naming the file, line and keypoint
+or image: every labelled image's header is read (its size; a PNG or JPEG that does not end as
+it must is decoded to tell a truncated file from trailing bytes), so a broken image stops the
+run before training rather than in a DataLoader worker; images of one folder (one video) must
+have one size. A project without any labelled point is an error, a view without one a warning.
+A label more than ``FAR_OUTSIDE`` of its image's width / height beyond the image's edge is an
+error (a wrong unit or column, a sentinel such as -9999 or 1e9), one just outside a warning.
+The same image listed twice in a label CSV is an error (which label is right? and the copies
+could land in both the training and the validation split); two images with identical labels
+(two or more points) in a view are a warning (a copied row, or one frame under two names).
 """
 
 from __future__ import annotations
 
-import csv
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -30,11 +40,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mvcore.config.schema import DataConfig, MvConfig
-from mvcore.data.bbox import model_to_frame, whole_image_bbox
-from mvcore.data.csv_io import LabelTable, read_label_csv
+from mvcore.data.bbox import model_to_frame, read_bbox_csv, whole_image_bbox
+from mvcore.data.csv_io import LabelTable, read_label_csv, show
 from mvcore.data.heatmaps import VIS_LABELED, VIS_OCCLUDED, VIS_UNIFORM
 from mvcore.data.sessions import (
     CalibrationResolver,
@@ -50,58 +60,54 @@ __all__ = ["MultiviewProject", "project_from_folder", "read_bbox_csv"]
 
 _MAX_LISTED = 5  # how many offending items an error message lists
 _CSV_HEADER_LINES = 3
+#: a label farther than this fraction of its image's width (x) or height (y) beyond the
+#: image's edge is an error; nearer, outside the image, a warning
+FAR_OUTSIDE = 0.25
+#: how a PNG and a JPEG file end (the IEND chunk with its CRC; the EOI marker)
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
 
 
 def _basename(image_path: str) -> str:
     return PurePosixPath(image_path.replace("\\", "/")).name
 
 
+def _line_number(table: LabelTable, row: int) -> int:
+    """The 1-based file line of a label row."""
+    return table.lines[row] if table.lines else row + _CSV_HEADER_LINES + 1
+
+
 def _line(table: LabelTable, row: int) -> str:
-    """``file, line L (image)`` of a label row (3 header rows, blank lines not counted)."""
-    return f"{table.path}, line {row + _CSV_HEADER_LINES + 1} ({table.image_paths[row]})"
+    """``file, line L (image)`` of a label row."""
+    return f"{table.path}, line {_line_number(table, row)} ({show(table.image_paths[row])})"
 
 
-def read_bbox_csv(path: Path, expected_index: list[str]) -> np.ndarray:
-    """Read a bbox CSV (header row, index = image path, then x, y, h, w) -> ``(n, 4)``.
-
-    Rows must be the label CSV's images in the same order (``expected_index``)."""
-    if not path.is_file():
-        raise DataError(f"bbox file not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
-    body = rows[1:]
-    if len(body) != len(expected_index):
-        raise DataError(
-            f"{path}: {len(body)} bbox rows but the label CSV has {len(expected_index)} rows; "
-            "give one bbox per labelled image, in the same order"
-        )
-    out = np.empty((len(body), 4))
-    for r, row in enumerate(body):
-        where = f"{path}, row {r + 1} ({row[0] if row else ''})"
-        if len(row) < 5:
-            raise DataError(f"{where}: expected image path, x, y, h, w; got {row}")
-        if row[0].strip().replace("\\", "/") != expected_index[r].replace("\\", "/"):
-            raise DataError(
-                f"{where}: image {row[0]!r} but the label CSV row {r + 1} is "
-                f"{expected_index[r]!r}; bbox rows must match the label rows"
-            )
-        try:
-            out[r] = [float(c) for c in row[1:5]]
-        except ValueError:
-            raise DataError(f"{where}: x, y, h, w must be numbers, got {row[1:5]}") from None
-        if not np.isfinite(out[r]).all() or out[r, 2] <= 0 or out[r, 3] <= 0:
-            raise DataError(f"{where}: bbox must be finite with h, w > 0, got {out[r].tolist()}")
-    return out
+def _ends_as_it_must(path: Path, image_format: str | None) -> bool:
+    """Whether a PNG / JPEG file ends with its closing chunk / marker (other formats: True).
+    A file that does not was cut short, or has bytes after its end (``_image_header``)."""
+    end = {"PNG": _PNG_END, "JPEG": _JPEG_END}.get(image_format or "")
+    if end is None:
+        return True
+    with path.open("rb") as handle:
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - len(end)))
+        return handle.read() == end
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` from the image header only (PIL opens lazily)."""
-
+def _image_header(path: Path, where: str) -> tuple[int, int]:
+    """``(height, width)`` of one labelled image from its header; a file PIL cannot identify,
+    or a PNG / JPEG that does not end as it must and fails to decode (truncated), is a
+    DataError naming ``where`` (the CSV line). Cheap: the header and the last bytes, a full
+    decode only for a file whose end is wrong."""
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+            if not _ends_as_it_must(path, image.format):
+                image.load()  # raises for a truncated file; trailing bytes are harmless
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{where}: cannot read image {path} ({reason}): replace it with a "
+                        "good copy (extract the frame again)") from None
     return height, width
 
 
@@ -201,7 +207,8 @@ class MultiviewProject:
             )
         tables = [read_label_csv(resolve_path(root, name)) for name in csv_names]
         keypoint_names = _check_tables(tables, data)
-        n, v = len(tables[0]), len(tables)
+        _check_duplicate_frames(tables)
+        n = len(tables[0])
         image_paths = [[t.image_paths[i] for t in tables] for i in range(n)]
         if need_images:
             _check_images_exist(root, tables)
@@ -210,28 +217,27 @@ class MultiviewProject:
         if not need_images:
             sizes = _sizes_from_calibration(calibrations, index, image_paths, bbox_names)
             bboxes = whole_image_bbox(sizes)
-        elif bbox_names:
-            bboxes = np.stack(
-                [
-                    read_bbox_csv(resolve_path(root, name), t.image_paths)
-                    for name, t in zip(bbox_names, tables)
-                ],
-                axis=1,
-            )
-            # crops may differ in size per image: read every header
-            sizes = np.array(
-                [[_image_size(resolve_path(root, p)) for p in row] for row in image_paths],
-                dtype=np.int64,
-            ).reshape(n, v, 2)
         else:
-            sizes = _image_sizes_per_folder(root, image_paths).reshape(n, v, 2)
-            bboxes = whole_image_bbox(sizes)
+            # every header: a broken image is found now, not in a DataLoader worker
+            sizes = _image_sizes(root, tables, same_per_folder=not bbox_names)
+            if bbox_names:
+                bboxes = np.stack(
+                    [
+                        read_bbox_csv(resolve_path(root, name), t.image_paths)
+                        for name, t in zip(bbox_names, tables)
+                    ],
+                    axis=1,
+                )
+            else:
+                bboxes = whole_image_bbox(sizes)
 
         coords = np.stack([t.coords for t in tables], axis=1)  # (n, V, K, 2) image pixels
         visibility = _visibility(
             tables, coords, config.training.uniform_heatmaps_for_nan_keypoints
         )
         coords = np.where((visibility == VIS_UNIFORM)[..., None], np.nan, coords)
+        _check_labelled_points(tables, coords)
+        _check_label_ranges(tables, coords, sizes)
         keypoints = model_to_frame(coords, bboxes, sizes)
 
         sessions = [session_of_image(row[0], view_names[0]) for row in image_paths]
@@ -347,19 +353,115 @@ def _check_images_exist(root: Path, tables: list[LabelTable]) -> None:
         raise DataError(f"{len(missing)} labelled image(s) not found under {root}: {listed}{more}")
 
 
-def _image_sizes_per_folder(root: Path, image_paths: list[list[str]]) -> np.ndarray:
-    """``(n, V, 2)`` sizes, reading one header per folder (a folder = one video, one size).
+def _image_sizes(root: Path, tables: list[LabelTable], same_per_folder: bool) -> np.ndarray:
+    """``(n, V, 2)`` ``[height, width]`` of every labelled image, from its header
+    (``_image_header``: truncated files are found here). ``same_per_folder``: the images of
+    a folder are frames of one video and must have one size (not so for bbox crops)."""
+    n, v = len(tables[0]), len(tables)
+    sizes = np.empty((n, v, 2), dtype=np.int64)
+    first: dict[Path, tuple[tuple[int, int], str]] = {}
+    for c, table in enumerate(tables):
+        for r, name in enumerate(table.image_paths):
+            path = resolve_path(root, name)
+            size = _image_header(path, _line(table, r))
+            sizes[r, c] = size
+            if not same_per_folder:
+                continue
+            seen, where = first.setdefault(path.parent, (size, _line(table, r)))
+            if size != seen:
+                raise DataError(
+                    f"{_line(table, r)}: image is {size[1]}x{size[0]} (w x h) but the first "
+                    f"image of its folder, {where}, is {seen[1]}x{seen[0]}; the frames of one "
+                    "folder (one video) must have one size: replace the odd image (extract "
+                    "the frame again)")
+    return sizes
 
-    The dataset checks each image's real size when it loads it."""
-    cache: dict[Path, tuple[int, int]] = {}
-    out = []
-    for row in image_paths:
-        for p in row:
-            path = resolve_path(root, p)
-            if path.parent not in cache:
-                cache[path.parent] = _image_size(path)
-            out.append(cache[path.parent])
-    return np.array(out, dtype=np.int64).reshape(len(image_paths), -1, 2)
+
+def _check_duplicate_frames(tables: list[LabelTable]) -> None:
+    """The same image twice in a label CSV is an error; different images with identical
+    labels (two or more points) a warning (see the module docstring)."""
+    for table in tables:
+        seen: dict[str, int] = {}
+        for r, name in enumerate(table.image_paths):
+            key = name.strip().replace("\\", "/")
+            if key in seen:
+                raise DataError(
+                    f"{_line(table, r)}: image listed twice in {table.path.name} (also line "
+                    f"{_line_number(table, seen[key])}); a frame must be labelled once: "
+                    "remove one of the rows (from every view's CSV)")
+            seen[key] = r
+    for table in tables:
+        flat = table.coords.reshape(len(table), -1)
+        labelled = np.isfinite(table.coords).all(-1).sum(-1) >= 2
+        groups: dict[bytes, int] = {}
+        pairs: list[tuple[int, int]] = []
+        for r in np.flatnonzero(labelled):
+            key = np.where(np.isnan(flat[r]), np.inf, flat[r]).tobytes()
+            if key in groups:
+                pairs.append((groups[key], int(r)))
+            else:
+                groups[key] = int(r)
+        if pairs:
+            a, b = pairs[0]
+            warnings.warn(
+                f"{table.path}: lines {_line_number(table, a)} and {_line_number(table, b)} "
+                f"({show(table.image_paths[a])}, {show(table.image_paths[b])}) have identical "
+                f"labels ({len(pairs)} such row(s) in this file); a copied row, or one frame "
+                "under two names? check these images' labels",
+                stacklevel=4,
+            )
+
+
+def _check_labelled_points(tables: list[LabelTable], coords: np.ndarray) -> None:
+    """A project without a labelled point is an error; a view without one a warning."""
+    labelled = np.isfinite(coords).all(-1).sum(axis=(0, 2))  # (V,)
+    if not labelled.any():
+        names = ", ".join(t.path.name for t in tables)
+        raise DataError(
+            f"no labelled points in {names}: every x, y cell is empty (or visible=1); label "
+            "some frames, or check that data.csv_file names the label files")
+    for v in np.flatnonzero(labelled == 0):
+        warnings.warn(
+            f"{tables[v].path}: no labelled points in this view (every x, y cell is empty); "
+            "it gets no supervised target",
+            stacklevel=4,
+        )
+
+
+def _check_label_ranges(tables: list[LabelTable], coords: np.ndarray, sizes: np.ndarray
+                        ) -> None:
+    """Labels (``coords (n, V, K, 2)`` labelled-image pixels; ``sizes (n, V, 2)`` [h, w]) far
+    outside their image are an error, labels just outside a warning (module docstring)."""
+    extent = sizes[:, :, None, ::-1].astype(np.float64)  # (n, V, 1, 2) [w, h]
+    low, high = -0.5, extent - 0.5  # pixel edges: pixel i spans [i - 0.5, i + 0.5]
+    with np.errstate(invalid="ignore"):
+        beyond = np.maximum(low - coords, coords - high)  # > 0: outside on that axis
+        outside = (beyond > 0).any(-1)
+        far = (beyond > FAR_OUTSIDE * extent).any(-1)
+    for v, table in enumerate(tables):
+        bad = far[:, v] if far[:, v].any() else outside[:, v]
+        if not bad.any():
+            continue
+        r, k = (int(i) for i in np.argwhere(bad)[0])
+        name = table.keypoint_names[k]
+        axis = "xy"[int(np.nanargmax(beyond[r, v, k] / extent[r, v, 0]))]
+        column = table.columns.get((name, axis))
+        where = (f"{table.path}, line {_line_number(table, r)}"
+                 + (f", column {column + 1}" if column is not None else "")
+                 + f" ({show(name)}, {show(table.image_paths[r])})")
+        w, h = (int(s) for s in sizes[r, v, ::-1])
+        point = f"({coords[r, v, k, 0]:.6g}, {coords[r, v, k, 1]:.6g})"
+        count = int(bad.sum())
+        if far[:, v].any():
+            raise DataError(
+                f"{where}: label {point} lies far outside the {w}x{h} (w x h) image (more than "
+                f"{FAR_OUTSIDE:.0%} of its size beyond the edge; {count} such label(s) in this "
+                "file): fix it, or leave its x, y cells empty if the point is not visible")
+        warnings.warn(
+            f"{where}: label {point} lies outside the {w}x{h} (w x h) image ({count} label(s) "
+            "in this file just outside); it is kept: check it",
+            stacklevel=4,
+        )
 
 
 def _visibility(tables: list[LabelTable], coords: np.ndarray, uniform_for_nan: bool) -> np.ndarray:

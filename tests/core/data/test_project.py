@@ -13,6 +13,7 @@ from PIL import Image
 from shared_data import MOUSE4CAM
 
 from mvcore.config.schema import MvConfig
+from mvcore.data.bbox import read_bbox_csv
 from mvcore.data.csv_io import write_keypoints_csv
 from mvcore.data.project import MultiviewProject, project_from_folder
 from mvcore.errors import DataError
@@ -42,7 +43,8 @@ def cameras(names=VIEWS) -> CameraGroup:
 
 def make_project(root: Path, n: int = 6, session: str = "s1", calibrate: bool = True):
     """Synthetic project: exact projections of random 3D points; returns (points, kp)."""
-    points = np.random.default_rng(0).uniform(-1.5, 1.5, size=(n, len(KEYPOINTS), 3))
+    seed = int.from_bytes(session.encode(), "little") % 2**32  # sessions get their own poses
+    points = np.random.default_rng(seed).uniform(-1.5, 1.5, size=(n, len(KEYPOINTS), 3))
     cams = cameras().to_tensors(dtype=torch.float64)
     kp = project_points(
         torch.as_tensor(points), cams.intrinsics, cams.extrinsics, cams.distortions
@@ -347,3 +349,225 @@ def test_project_from_folder_orders_views_as_the_calibration(shared_data, tmp_pa
         project_from_folder(root, views=["mid"])
     with pytest.raises(DataError, match="project folder not found"):
         project_from_folder(tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- load checks
+
+
+def _set_cell(path: Path, line: int, column: int, text: str) -> None:
+    """Put ``text`` in 1-based ``line``, 1-based ``column`` of a CSV."""
+    def edit(lines):
+        cells = lines[line - 1].split(",")
+        cells[column - 1] = text
+        lines[line - 1] = ",".join(cells)
+        return lines
+    edit_lines(path, edit)
+
+
+def _load(root: Path, **data) -> MultiviewProject:
+    return MultiviewProject.from_config(make_config(root, **data))
+
+
+def test_a_truncated_image_is_found_at_load_naming_its_csv_line(tmp_path):
+    make_project(tmp_path)
+    image = tmp_path / "labeled-data/s1_b/img0004.png"
+    image.write_bytes(image.read_bytes()[:-40])
+    with pytest.raises(DataError) as info:
+        _load(tmp_path)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{tmp_path / 'CollectedData_b.csv'}, line 8 "
+                              "(labeled-data/s1_b/img0004.png): cannot read image")
+    assert "replace it with a good copy" in message
+
+
+def test_a_truncated_jpeg_and_a_file_that_is_not_an_image(tmp_path):
+    make_project(tmp_path)
+    names = {}
+    for view in VIEWS:  # the views as JPEGs
+        folder = tmp_path / "labeled-data" / f"s1_{view}"
+        for png in sorted(folder.glob("*.png")):
+            Image.open(png).save(png.with_suffix(".jpg"), quality=90)
+            png.unlink()
+        edit_lines(tmp_path / f"CollectedData_{view}.csv",
+                   lambda ls: [x.replace(".png", ".jpg") for x in ls])
+        names[view] = folder
+    assert len(_load(tmp_path)) == 6
+    jpeg = names["a"] / "img0002.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
+    with pytest.raises(DataError, match=r"CollectedData_a\.csv, line 6 .*cannot read image"):
+        _load(tmp_path)
+    jpeg.write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match=r"line 6 .*cannot read image .*img0002\.jpg"):
+        _load(tmp_path)
+
+
+def test_bytes_after_the_end_of_an_image_are_harmless(tmp_path):
+    make_project(tmp_path)
+    image = tmp_path / "labeled-data/s1_c/img0001.png"
+    image.write_bytes(image.read_bytes() + b"\x00" * 100)  # decodes fine: not an error
+    assert len(_load(tmp_path)) == 6
+
+
+def test_an_odd_sized_image_in_a_folder_is_found_at_load(tmp_path):
+    make_project(tmp_path)
+    odd = tmp_path / "labeled-data/s1_a/img0003.png"
+    Image.open(odd).resize((70, 50)).save(odd)
+    with pytest.raises(DataError) as info:
+        _load(tmp_path)
+    message = str(info.value)
+    assert f"{tmp_path / 'CollectedData_a.csv'}, line 7 (labeled-data/s1_a/img0003.png): " \
+        "image is 70x50 (w x h) but the first image of its folder" in message
+    assert "line 4 (labeled-data/s1_a/img0000.png), is 64x48" in message
+
+
+def test_labels_far_outside_their_image_are_errors_naming_line_column_keypoint(tmp_path):
+    make_project(tmp_path)
+    csv = tmp_path / "CollectedData_b.csv"
+    for text in ("1e9", "1e20", "-9999", "1e300"):
+        _set_cell(csv, 6, 5, text)  # line 6 = row 2; column 5 = ear y (index, nose x y, ear x)
+        with pytest.raises(DataError) as info:
+            _load(tmp_path)
+        message = str(info.value)
+        assert len(message.splitlines()) == 1
+        assert message.startswith(f"{csv}, line 6, column 5 (ear, labeled-data/s1_b/"
+                                  "img0002.png): label (")
+        assert "lies far outside the 64x48 (w x h) image" in message
+        assert "leave its x, y cells empty" in message
+
+
+def test_labels_just_outside_their_image_are_a_warning(tmp_path):
+    make_project(tmp_path)
+    _set_cell(tmp_path / "CollectedData_c.csv", 4, 2, "-3.5")  # 3 px left of the edge
+    with pytest.warns(UserWarning, match=r"CollectedData_c\.csv, line 4, column 2 \(nose, .*"
+                                         r"label \(-3\.5, .*lies outside the 64x48"):
+        project = _load(tmp_path)
+    assert project.keypoints[0, 2, 0, 0] == -3.5  # kept
+
+
+def test_crop_labels_are_checked_against_the_crop(tmp_path):
+    make_project(tmp_path)
+    for view in VIEWS:
+        rows = [f"labeled-data/s1_{view}/img{i:04d}.png,100,50,96,128" for i in range(6)]
+        (tmp_path / f"bboxes_{view}.csv").write_text("\n".join([",x,y,h,w", *rows]) + "\n")
+    _set_cell(tmp_path / "CollectedData_a.csv", 4, 2, "150")  # inside the frame, not the crop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # calibration is of the crops here; not the point
+        with pytest.raises(DataError, match="far outside the 64x48"):
+            _load(tmp_path, bbox_file=[f"bboxes_{v}.csv" for v in VIEWS])
+
+
+def test_labels_are_checked_without_images_against_the_calibration(tmp_path):
+    make_project(tmp_path)
+    shutil.rmtree(tmp_path / "labeled-data")
+    _set_cell(tmp_path / "CollectedData_a.csv", 5, 3, "1e9")
+    with pytest.raises(DataError, match=r"line 5, column 3 \(nose, .*far outside the 64x48"):
+        MultiviewProject.from_config(make_config(tmp_path), need_images=False)
+
+
+def test_a_project_without_labelled_points_is_an_error_a_view_without_a_warning(tmp_path):
+    make_project(tmp_path)
+
+    def blank(lines):
+        return lines[:3] + [x.split(",")[0] + "," * (len(x.split(",")) - 1) for x in lines[3:]]
+
+    edit_lines(tmp_path / "CollectedData_b.csv", blank)
+    with pytest.warns(UserWarning, match=r"CollectedData_b\.csv: no labelled points in this "
+                                         "view"):
+        _load(tmp_path)
+    for view in VIEWS:
+        edit_lines(tmp_path / f"CollectedData_{view}.csv", blank)
+    with pytest.raises(DataError) as info:
+        _load(tmp_path)
+    assert str(info.value) == (
+        "no labelled points in CollectedData_a.csv, CollectedData_b.csv, CollectedData_c.csv: "
+        "every x, y cell is empty (or visible=1); label some frames, or check that "
+        "data.csv_file names the label files")
+
+
+def test_the_same_image_twice_is_an_error(tmp_path):
+    make_project(tmp_path)
+    for view in VIEWS:  # row 3 (line 7) becomes a second copy of row 1 (line 5)
+        edit_lines(tmp_path / f"CollectedData_{view}.csv",
+                   lambda ls: ls[:6] + [ls[4]] + ls[7:])
+    with pytest.raises(DataError) as info:
+        _load(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'CollectedData_a.csv'}, line 7 (labeled-data/s1_a/img0001.png): image "
+        "listed twice in CollectedData_a.csv (also line 5); a frame must be labelled once: "
+        "remove one of the rows (from every view's CSV)")
+
+
+def test_identical_labels_for_different_images_are_a_warning(tmp_path):
+    make_project(tmp_path)
+
+    def copy_labels(lines):  # image of line 8, labels of line 4
+        lines[7] = lines[7].split(",")[0] + "," + lines[3].split(",", 1)[1]
+        return lines
+
+    edit_lines(tmp_path / "CollectedData_a.csv", copy_labels)
+    with pytest.warns(UserWarning) as record:
+        _load(tmp_path)
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith(f"{tmp_path / 'CollectedData_a.csv'}: lines 4 and 8 "
+                            "(labeled-data/s1_a/img0000.png, labeled-data/s1_a/img0004.png) "
+                            "have identical labels") for m in messages), messages
+
+
+def test_clean_projects_load_without_warnings(tmp_path):
+    make_project(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _load(tmp_path)
+
+
+@pytest.mark.skipif(not MOUSE4CAM.is_dir(), reason="mouse4cam data not available")
+def test_mouse4cam_loads_without_warnings_and_its_image_check_is_cheap():
+    """Every one of the 240 JPEG headers (and its last bytes) is read at load: tens of ms."""
+    import time  # noqa: PLC0415
+
+    config = MvConfig.model_validate({"data": {
+        "data_dir": str(MOUSE4CAM), "view_names": M4C_VIEWS,
+        "csv_file": [f"CollectedData_{v}.csv" for v in M4C_VIEWS]}})
+    MultiviewProject.from_config(config)  # warm the file cache
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        start = time.perf_counter()
+        MultiviewProject.from_config(config)
+        elapsed = time.perf_counter() - start
+    assert elapsed < 2.0, elapsed  # about 0.05 s here; a full decode takes about 2 s
+
+
+def test_bbox_reader_finds_columns_by_name_and_names_file_and_row(tmp_path):
+    index = ["labeled-data/s/img0.png", "labeled-data/s/img1.png"]
+    path = tmp_path / "bboxes.csv"
+    path.write_text(",w,h,x,y\n" + "".join(f"{p},128,96,{i},50\n" for i, p in
+                                           enumerate(index)))
+    np.testing.assert_array_equal(read_bbox_csv(path, index), [[0, 50, 96, 128],
+                                                                [1, 50, 96, 128]])
+    cases = [
+        (",x,y,h\nlabeled-data/s/img0.png,1,2,3\n", "row 0 (header): needs one column each "
+         "named x, y, h, w after the image path column (header ',x,y,h,w'); w missing"),
+        (";x;y;h;w\n", "the file is semicolon-separated"),
+        (",x,y,h,w\n" + "".join(f"{p},1,2,3,4\n" for p in index[:1]),
+         "1 bbox rows but the label CSV has 2 rows"),
+        (",x,y,h,w\n" + "".join(f"{p},1,2,3,4\n" for p in index[::-1]),
+         "row 1 (labeled-data/s/img1.png): image 'labeled-data/s/img1.png' but the label CSV "
+         "row 1 is 'labeled-data/s/img0.png'"),
+        (",x,y,h,w\n" + "".join(f"{p},1,2,0,4\n" for p in index),
+         "row 1 (labeled-data/s/img0.png): bbox must be finite with h, w > 0"),
+        (",x,y,h,w\n" + "".join(f"{p},1,two,3,4\n" for p in index),
+         "row 1 (labeled-data/s/img0.png): x, y, h, w must be numbers"),
+        (",x,y,h,w\n" + "".join(f"{p},1,2,3\n" for p in index), "row 1 (labeled-data/s/"
+         "img0.png): 4 cells but the header has 5"),
+        ("", "empty file"),
+    ]
+    for text, expected in cases:
+        path.write_text(text)
+        with pytest.raises(DataError) as info:
+            read_bbox_csv(path, index)
+        message = str(info.value)
+        assert len(message.splitlines()) == 1 and message.startswith(str(path)), message
+        assert expected in message, message
+    with pytest.raises(DataError, match="bbox file not found"):
+        read_bbox_csv(tmp_path / "nope.csv", index)
