@@ -10,6 +10,12 @@ row, draw, k])`` where ``draw`` counts this dataset object's augmented items. In
 DataLoader worker ``torch.initial_seed()`` is the worker's seed (base seed + worker id, a new
 base seed per epoch unless workers persist, in which case ``draw`` keeps advancing), so
 augmentations differ between workers and epochs and are reproducible given the seeds.
+
+Errors: an item that cannot be made (an image that fails to decode, a size that changed since
+the project was loaded) raises ``ItemError``, a ``DataError`` naming the file. Raised in a
+DataLoader worker, it reaches the main process as the same class, which torch rebuilds from
+the worker's whole formatted traceback; ``ItemError`` keeps only its own one-line message, so
+the user sees ``error: cannot decode image ...``, not a worker traceback.
 """
 
 from __future__ import annotations
@@ -20,20 +26,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from mvcore.data.bbox import frame_to_model
 from mvcore.data.heatmaps import render_heatmaps
 from mvcore.data.project import MultiviewProject
 from mvcore.data.triangulate import triangulate_keypoints
-from mvcore.errors import DataError
+from mvcore.errors import DataError, MvcoreError
 from mvcore.geometry import CameraTensors
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MultiviewDataset", "collate_items", "load_image"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ItemError", "MultiviewDataset", "collate_items",
+           "load_image"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: how torch's ``ExceptionWrapper`` starts the message of an error re-raised from a worker
+_WORKER_PREFIX = "Caught "
+
+
+class ItemError(DataError):
+    """A dataset item that cannot be made; the message names the file. Built from a
+    DataLoader worker's re-raise (``Caught ItemError in DataLoader worker process N.`` and the
+    worker's traceback), it keeps only the original message's last line."""
+
+    def __init__(self, message: str = "") -> None:
+        text = str(message)
+        marker = f"{type(self).__name__}: "
+        if text.startswith(_WORKER_PREFIX) and marker in text:
+            last = [line for line in text.splitlines() if marker in line][-1]
+            text = last.split(marker, 1)[1].strip()
+        super().__init__(text)
 
 
 def load_image(
@@ -55,16 +78,17 @@ def load_image(
     try:
         image = Image.open(path)
     except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+        raise ItemError(f"image not found: {path}") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        raise ItemError(f"cannot read image {path}: {_reason(exc)}; replace it with a good "
+                        "copy") from None
     with image:
         w0, h0 = image.size
         if expected_size is not None and (h0, w0) != tuple(int(s) for s in expected_size):
-            raise DataError(
+            raise ItemError(
                 f"image {path} is {h0}x{w0} (h x w) but {expected_size[0]}x{expected_size[1]} "
-                "was expected (the project read one image size per folder; keep the images of "
-                "a folder the same size)"
+                "was expected (its size when the project was loaded; did the file change "
+                "during the run?)"
             )
         if fast_jpeg and image.format == "JPEG":
             scale = _jpeg_scale(w0, h0, width, height)
@@ -72,8 +96,9 @@ def load_image(
                 image.draft("RGB", (w0 // scale, h0 // scale))
         try:
             array = np.array(image.convert("RGB"))
-        except OSError as exc:
-            raise DataError(f"cannot decode image {path}: {exc}") from exc
+        except Exception as exc:  # as above: a truncated or corrupt file
+            raise ItemError(f"cannot decode image {path}: {_reason(exc)}; replace it with a "
+                            "good copy") from None
     tensor = torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
     if tensor.shape[-2:] != (height, width):
         tensor = F.interpolate(
@@ -84,6 +109,11 @@ def load_image(
             antialias=True,
         )[0].clamp_(0.0, 1.0)
     return tensor
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line (its type when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _jpeg_scale(w0: int, h0: int, width: int, height: int) -> int:
@@ -160,7 +190,15 @@ class MultiviewDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"item {i} out of range for {len(self)} items")
-        i = i % len(self)
+        try:
+            return self._item(i % len(self))
+        except ItemError:
+            raise
+        except MvcoreError as exc:  # one line from a worker too (see ItemError)
+            raise ItemError(str(exc)) from None
+
+    def _item(self, i: int) -> dict[str, Any]:
+        """Item ``i`` (``0 <= i < len(self)``); see ``__getitem__``."""
         row = int(self.indices[i])
         views = self.project.num_views
         keypoints_frame = torch.from_numpy(self._keypoints_frame[i])

@@ -15,7 +15,13 @@ from mvcore.config.schema import MvConfig
 from mvcore.contracts import LabeledBatch
 from mvcore.data.bbox import frame_to_model
 from mvcore.data.csv_io import write_keypoints_csv
-from mvcore.data.dataset import IMAGENET_MEAN, IMAGENET_STD, MultiviewDataset, collate_items
+from mvcore.data.dataset import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ItemError,
+    MultiviewDataset,
+    collate_items,
+)
 from mvcore.data.heatmaps import heatmap_to_keypoints
 from mvcore.data.project import MultiviewProject
 from mvcore.data.triangulate import triangulate_project
@@ -232,8 +238,45 @@ def test_missing_or_resized_image_at_load_time(tmp_path):
         dataset[2]
     assert str(gone) in str(info.value)
     Image.new("RGB", (50, 40)).save(tmp_path / "labeled-data/s1_c/img003.png")
-    with pytest.raises(DataError, match=r"img003\.png is 40x50 .* 96x128 was expected"):
+    with pytest.raises(DataError, match=r"img003\.png is 40x50 .* 96x128 was expected \(its "
+                                        "size when the project was loaded"):
         dataset[3]
+
+
+def _corrupt_pixels(path: Path) -> None:
+    """Damage a PNG's compressed pixels, keep its header and its end: the load-time header
+    check passes, decoding fails (what a bad disk or an interrupted copy leaves)."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 8
+    data[start:start + 60] = bytes(b ^ 0x5A for b in data[start:start + 60])
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_that_fails_in_a_dataloader_worker_is_one_line_naming_the_file(tmp_path):
+    make_project(tmp_path)
+    project, config = load(tmp_path)
+    bad = tmp_path / "labeled-data/s1_a/img001.png"
+    _corrupt_pixels(bad)
+    dataset = MultiviewDataset(project, config, range(4))
+    with pytest.raises(ItemError) as info:
+        dataset[1]
+    in_process = str(info.value)
+    assert in_process.startswith(f"cannot decode image {bad}: ")
+    assert in_process.endswith("; replace it with a good copy")
+    loader = DataLoader(dataset, batch_size=2, num_workers=1, collate_fn=collate_items)
+    with pytest.raises(DataError) as info:  # torch re-raises it in this process
+        list(loader)
+    assert type(info.value) is ItemError
+    assert str(info.value) == in_process  # not "Caught ItemError in DataLoader worker..."
+    assert "Traceback" not in str(info.value)
+
+
+def test_item_error_keeps_only_the_message_of_a_worker_re_raise():
+    wrapped = ("Caught ItemError in DataLoader worker process 0.\nOriginal Traceback (most "
+               "recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\n"
+               "mvcore.data.dataset.ItemError: cannot decode image a.png: broken\n")
+    assert str(ItemError(wrapped)) == "cannot decode image a.png: broken"
+    assert str(ItemError("Caught you: not a worker message")) == "Caught you: not a worker message"
 
 
 class RecordingAugmenter:
