@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from fake_plugins import TinyBackbonePlugin
 from videos import write_video
 
+import mvcore.predict.model_io as model_io
+from mvcore.build import build_backbone, select_backbone
+from mvcore.cli.main import main
+from mvcore.config.load import parse_config
+from mvcore.context import Context
 from mvcore.geometry import CameraGroup, save_calibration
+from mvcore.plugin.components import build_components
+from mvcore.plugin.manager import get_plugin_manager
+from mvcore.training.module import MultiviewPoseModule
 
 VIEWS = ["c0", "c1", "c2", "c3"]
 KEYPOINTS = ["a", "b", "c"]
@@ -51,9 +60,6 @@ def circle_rig(num_views: int = 4, size: tuple[int, int] = (256, 256)) -> Camera
 
 def tiny_components() -> Any:
     """The components with the test backbone registered (what ``load_components`` returns)."""
-    from mvcore.plugin.components import build_components
-    from mvcore.plugin.manager import get_plugin_manager
-
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(TinyBackbonePlugin(), name="tiny")
     return build_components(manager)
@@ -62,8 +68,6 @@ def tiny_components() -> Any:
 def use_tiny_components(monkeypatch: Any = None) -> None:
     """Make ``mvcore.predict.model_io`` load the test backbone (``monkeypatch``, or for good in
     a child process)."""
-    import mvcore.predict.model_io as model_io
-
     components = tiny_components()
     if monkeypatch is None:
         model_io.load_components = lambda: components
@@ -75,11 +79,6 @@ def make_model_dir(root: Path) -> Path:
     """``root/model`` (config, context, untrained checkpoint) and ``root/project`` (videos
     ``s1_<view>.mp4``, ``calibration.toml``); returns the model directory. Call
     ``use_tiny_components`` before predicting with it."""
-    from mvcore.build import build_backbone, select_backbone
-    from mvcore.config.load import parse_config
-    from mvcore.context import Context
-    from mvcore.training.module import MultiviewPoseModule
-
     components = tiny_components()
     data = root / "project"
     raw = {"data": {"image_resize_dims": {"height": 32, "width": 32}, "data_dir": str(data),
@@ -112,8 +111,6 @@ def make_model_dir(root: Path) -> Path:
 # ------------------------------------------------------------- the CLI and what it leaves
 def predict_cli(model_dir: Path | str, *options: str) -> int:
     """``mvcore predict MODEL_DIR`` in-process (CPU, batches of 4, threshold 0) -> exit code."""
-    from mvcore.cli.main import main
-
     return main(["predict", str(model_dir), "--batch-size", "4", "--confidence-threshold",
                  "0", "--device", "cpu", *options])
 
@@ -131,8 +128,6 @@ def partial_files(folder: Path) -> list[str]:
 def cut_short_to_csv(kill: bool) -> Any:
     """A ``DataFrame.to_csv`` that writes a third of any 3D CSV, then stops as Ctrl-C would
     (``kill=False``: KeyboardInterrupt) or as kill -9 does (``kill=True``)."""
-    import pandas as pd
-
     real = pd.DataFrame.to_csv
 
     def to_csv(self: Any, path: Any = None, *args: Any, **kwargs: Any) -> Any:
