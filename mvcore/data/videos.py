@@ -49,16 +49,16 @@ def match_view(stem: str, view_names: list[str]) -> tuple[str, str] | None:
 def probe_video(path: Path) -> VideoInfo:
     """Frame count, rate and size of a video (counting packets if the header has no count)."""
 
+    hint = ("(a damaged or unfinished file, or not a video); repair or re-export it, or move "
+            "it out of the folder")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise DataError(f"cannot open video {path}: {reason} (a damaged or unfinished file, "
-                        "or not a video); repair or re-export it, or move it out of the "
-                        "folder") from None
+        raise DataError(f"cannot open video {path}: {reason} {hint}") from None
     with container:
         if not container.streams.video:
-            raise DataError(f"{path}: no video stream")
+            raise DataError(f"cannot open video {path}: no video stream {hint}")
         stream = container.streams.video[0]
         count = int(stream.frames or 0)
         if count <= 0:

@@ -52,3 +52,21 @@ def test_abort_and_an_error_leave_nothing_behind(tmp_path):
         writer.write(np.zeros((2, 16, 16, 3), np.uint8))
         raise KeyError("stop")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("frames", "reason"), [
+    (np.random.default_rng(0).integers(0, 255, (8, 48, 64, 3), np.uint8),
+     "Invalid data found when processing input"),
+    (np.zeros((2, 16, 16, 3), np.uint8), "no video stream")])
+def test_a_video_cut_short_before_its_index_is_one_line_naming_it(tmp_path, frames, reason):
+    from mvcore.errors import DataError
+
+    path = tmp_path / "s_a.mp4"
+    with VideoWriter(path, 10, *frames.shape[1:3]) as writer:  # the mp4 index comes last
+        writer.write(frames)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError) as error:
+        probe_video(path)
+    assert str(error.value) == (
+        f"cannot open video {path}: {reason} (a damaged or unfinished file, or not a video); "
+        "repair or re-export it, or move it out of the folder")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import av
@@ -101,6 +102,8 @@ def test_a_video_corrupt_part_way_keeps_the_frames_before_it_marked_incomplete(
     out = model_dir / "video_preds"
     clean = csv_bytes(out)
     manifest = (out / ".mvcore" / "s1.json").read_bytes()
+    for view in VIEWS:  # a second session, s2, of the same (good) videos
+        shutil.copyfile(videos / f"s1_{view}.mp4", videos / f"s2_{view}.mp4")
     video = videos / "s1_c2.mp4"
     good = video.read_bytes()
     bad = bytearray(good)
@@ -128,17 +131,24 @@ def test_a_video_corrupt_part_way_keeps_the_frames_before_it_marked_incomplete(
     kept = (out / "s1_3d.incomplete.csv").read_bytes().splitlines(keepends=True)
     assert kept == clean["s1_3d.csv"].splitlines(keepends=True)[:1 + frame]
     # the earlier complete run is left as it was, described by its own manifest
-    assert {n: b for n, b in csv_bytes(out).items() if "incomplete" not in n} == clean
+    csvs = csv_bytes(out)
+    assert {n: b for n, b in csvs.items() if n.startswith("s1_") and "incomplete" not in n} \
+        == clean
     assert (out / ".mvcore" / "s1.json").read_bytes() == manifest
-    assert sorted(p.name for p in (out / "labeled_videos").iterdir()) == [
-        f"s1_{view}_labeled.incomplete.mp4" for view in VIEWS]
+    # the other session was predicted (complete, with its manifest) before the run failed
+    assert {n.replace("s2_", "s1_"): b for n, b in csvs.items() if n.startswith("s2_")} == clean
+    assert (out / ".mvcore" / "s2.json").is_file()
+    assert sorted(p.name for p in (out / "labeled_videos").iterdir()) == sorted(
+        [f"s1_{view}_labeled.incomplete.mp4" for view in VIEWS]
+        + [f"s2_{view}_labeled.mp4" for view in VIEWS])
     assert partial_files(out) == []
 
     video.write_bytes(good)  # repaired
     assert predict_cli(model_dir, "--batch-size", "1", "--labeled-video") == 0
-    assert csv_bytes(out) == clean  # the .incomplete files are gone
-    assert sorted(p.name for p in (out / "labeled_videos").iterdir()) == [
-        f"s1_{view}_labeled.mp4" for view in VIEWS]
+    assert "1 session(s) predicted, 1 skipped" in capsys.readouterr().out  # s2 is done
+    assert {n: b for n, b in csv_bytes(out).items() if n.startswith("s1_")} == clean
+    assert sorted(p.name for p in (out / "labeled_videos").iterdir()) == sorted(
+        f"s{s}_{view}_labeled.mp4" for s in (1, 2) for view in VIEWS)  # .incomplete: gone
 
 
 def test_output_folders_that_are_files_are_refused_in_one_line(model_dir, tmp_path, capsys):
