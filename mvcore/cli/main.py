@@ -3,11 +3,15 @@
 argparse (standard library) rather than click: no extra dependency, fast start-up, and plugins
 add commands by receiving the sub-parsers object through ``mvcore_add_cli_commands``.
 ``mvcore --help``, ``--version`` and ``mvcore plugins`` never fail because of a broken plugin.
+Exit codes: 0 done, 2 a mistake in the input (``MvcoreError``, one line), 1 a file-system
+failure (disk full, read-only; one line, ``MVCORE_DEBUG=1`` re-raises) or a run that did not
+succeed, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -75,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the file system, not the input: full, read-only, gone
+        if os.environ.get("MVCORE_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc} ({type(exc).__name__}); free space or "
+              "fix the path and run the command again (MVCORE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
