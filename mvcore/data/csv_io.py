@@ -134,7 +134,7 @@ def check_delimiter(path: Path, rows: list[list[str]], header_rows: int = _HEADE
 def _check_header_kind(path: Path, rows: list[list[str]]) -> None:
     """Headers that are not DeepLabCut's single-animal 3 rows: a multi-animal file (an
     ``individuals`` row) or a file without its scorer row (bodyparts, then coords)."""
-    firsts = [row[0].strip().lower() if row else "" for row in rows[:4]]
+    firsts = [row[0].strip().lower() if row else "" for row in rows[:4]] or [""]
     if "individuals" in firsts:
         line = firsts.index("individuals") + 1
         raise DataError(
@@ -146,8 +146,10 @@ def _check_header_kind(path: Path, rows: list[list[str]]) -> None:
         cells = [c.strip().lower() for c in row[1:] if c.strip()]
         return bool(cells) and all(c in _KNOWN_COORDS for c in cells)
 
-    if firsts[:1] == ["bodyparts"] or (len(rows) > 1 and coords_like(rows[1])
-                                       and not coords_like(rows[0])):
+    if firsts[0] == "scorer":
+        return
+    if firsts[0] == "bodyparts" or firsts[1:2] == ["coords"] or (
+            len(rows) > 1 and coords_like(rows[1]) and not coords_like(rows[0])):
         raise DataError(
             f"{path}: line 1 is the bodyparts row and line 2 the coords row: the scorer row is "
             "missing; DeepLabCut CSVs start with 3 header rows (scorer, bodyparts, coords): "

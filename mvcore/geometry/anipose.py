@@ -31,6 +31,17 @@ __all__ = ["load_calibration", "save_calibration"]
 _CAM_SECTION = re.compile(r"^cam_(\d+)$")
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -59,7 +70,7 @@ def _numeric(
         ok = arr.shape == shape
     if not ok:
         limit = f"1 to {shape[0]}" if allow_shorter else expected
-        raise DataError(f"{what}: expected {limit} finite numbers, got {value!r}")
+        raise DataError(f"{what}: expected {limit} finite numbers, got {_shown(value)}")
     return arr.astype(np.float64)
 
 
@@ -77,11 +88,16 @@ def load_calibration(path: str | Path) -> CameraGroup:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid TOML file: {exc}") from exc
+        raise DataError(f"{path}: not a valid TOML file: {_one_line(exc)}") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a valid TOML file: arrays or tables nested too deeply "
+                        "for an anipose calibration") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
     sections = sorted((int(m.group(1)), key) for key in data if (m := _CAM_SECTION.match(key)))
     if not sections:
-        raise DataError(f"{path}: no [cam_N] tables found (sections: {list(data)})")
+        raise DataError(f"{path}: no [cam_N] tables found (sections: {_shown(list(data))})")
     indices = [i for i, _ in sections]
     if indices != list(range(len(indices))):
         raise DataError(
@@ -98,7 +114,7 @@ def load_calibration(path: str | Path) -> CameraGroup:
             raise DataError(f"{where} must be a table")
         name = table.get("name")
         if not isinstance(name, str) or not name:
-            raise DataError(f"{where} key 'name': expected a non-empty string, got {name!r}")
+            raise DataError(f"{where} key 'name': expected a non-empty string, got {_shown(name)}")
         if name in names:
             raise DataError(f"{where} key 'name': duplicate camera name {name!r}")
         if table.get("fisheye", False):

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -524,8 +525,6 @@ def test_clean_projects_load_without_warnings(tmp_path):
 @pytest.mark.skipif(not MOUSE4CAM.is_dir(), reason="mouse4cam data not available")
 def test_mouse4cam_loads_without_warnings_and_its_image_check_is_cheap():
     """Every one of the 240 JPEG headers (and its last bytes) is read at load: tens of ms."""
-    import time  # noqa: PLC0415
-
     config = MvConfig.model_validate({"data": {
         "data_dir": str(MOUSE4CAM), "view_names": M4C_VIEWS,
         "csv_file": [f"CollectedData_{v}.csv" for v in M4C_VIEWS]}})
