@@ -47,7 +47,34 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}"
         )
+    if _contains_itself(raw):
+        raise ConfigError(f"{path}: a YAML anchor contains an alias to itself (such as "
+                          "'&a [*a]'); a config must be a tree: write the value out")
     return raw
+
+
+def _contains_itself(value: Any) -> bool:
+    """Whether a loaded YAML value holds itself (``&a [*a]`` loads as a list that contains
+    itself; every later step would recurse forever). Iterative depth-first search; a value
+    shared through aliases is walked once."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            done.add(id(node))
+            continue
+        if not isinstance(node, (dict, list)) or id(node) in done:
+            continue
+        if id(node) in on_path:
+            return True
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in
+                     (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
@@ -150,6 +177,14 @@ def _rule(item: dict[str, Any]) -> str:
     return str(item["msg"]).removeprefix("Value error, ")
 
 
+def _key_text(part: Any) -> str:
+    """One part of a key path as written in a message: a plain name as it is, a list index
+    as a number, anything else (empty, blank, a line break) quoted and escaped."""
+    if isinstance(part, int) or (isinstance(part, str) and part.strip() and part.isprintable()):
+        return str(part)
+    return repr(part)
+
+
 def validation_problems(
     error: ValidationError,
     model: type[BaseModel],
@@ -164,9 +199,9 @@ def validation_problems(
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
         if origin and loc and str(loc[0]) in origin:
-            path = ".".join([origin[str(loc[0])], *(str(p) for p in loc[1:])])
+            path = ".".join([origin[str(loc[0])], *(_key_text(p) for p in loc[1:])])
         else:
-            path = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
+            path = ".".join([*([prefix] if prefix else []), *(_key_text(p) for p in loc)])
         value = item.get("input")
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) or []
@@ -212,7 +247,12 @@ def format_validation_error(
 def parse_config(raw: dict[str, Any], source: str | None = None) -> MvConfig:
     """Pass 1: validate the shape of the config (Lightning Pose's component keys are lifted
     into ``config.lightning_pose`` first; their values are checked by the components)."""
-    raw, lifted = lightning_pose.lift(_interpolate(raw))
+    try:
+        raw, lifted = lightning_pose.lift(_interpolate(raw))
+    except ConfigError as exc:
+        if source:
+            raise ConfigError(f"invalid config {source}: {exc}") from None
+        raise
     try:
         config = MvConfig.model_validate(raw)
     except ValidationError as exc:
