@@ -171,7 +171,10 @@ def _rule(item: dict[str, Any]) -> str:
     kind = item["type"]
     if kind in _RANGE_RULES:
         sign, key = _RANGE_RULES[kind]
-        return f"must be {sign} {item.get('ctx', {}).get(key)}"
+        bound = item.get("ctx", {}).get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "must be > 0", not "> 0.0"
+        return f"must be {sign} {bound}"
     if kind == "finite_number":
         return "must be a finite number"
     return str(item["msg"]).removeprefix("Value error, ")
