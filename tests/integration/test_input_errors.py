@@ -79,6 +79,15 @@ def _check(project: Path, capsys, *extra: str) -> tuple[int, str]:
     return _run(["config", "check", str(project / "config.yaml"), *extra], capsys)
 
 
+def test_the_clean_example_passes(project, capsys):
+    """The control case: the uncorrupted copy is OK, with what was checked."""
+    code = main(["config", "check", str(project / "config.yaml")])
+    out, err = capsys.readouterr()
+    assert code == 0 and "error" not in err
+    assert out.startswith(f"{project / 'config.yaml'}: OK (losses: heatmap_mse; ")
+    assert out.rstrip().endswith("8 labelled frames, 3 views, 10 keypoints, calibrated)")
+
+
 # ------------------------------------------------------------------- labels and epochs
 
 

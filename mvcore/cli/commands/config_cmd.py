@@ -37,17 +37,20 @@ def run_check(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     components = load_components()
     context = None
+    frames = 0
     if not args.no_data:
         # lazy: the project reader is imported only when the project is read
         from mvcore.data.project import MultiviewProject
 
-        project = MultiviewProject.from_config(config)
+        project = MultiviewProject.from_config(config)  # labels, images, calibration checked
         context = make_context(config, project)
+        frames = len(project)
     plan = plan_run(config, components, context)
     variant = config.lightning_pose.get("model.backbone")
     model = plan.backbone.name + (f" / {variant}" if variant else "")
     checked = ("config and plugins only (--no-data)" if context is None else
-               f"{context.num_views} views, {context.num_keypoints} keypoints, "
+               f"{frames} labelled frames, {context.num_views} views, "
+               f"{context.num_keypoints} keypoints, "
                f"{'calibrated' if context.has_calibration else 'no calibration'}")
     print(f"{args.config}: OK (losses: {', '.join(plan.loss_names)}; model: {model}; "
           f"augmenters: {', '.join(s.name for s in plan.augmenters) or 'none'}; {checked})")
