@@ -37,6 +37,46 @@ def heatmap_to_model_coords(xy: torch.Tensor, scale: tuple[float, float]) -> tor
     return xy * s + (s - 1.0) / 2.0
 
 
+def gaussian_profiles(
+    keypoints: torch.Tensor,
+    image_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    sigma: float = 1.25,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The separable factors of ``render_heatmaps``' Gaussians, differentiable in ``keypoints``.
+
+    A labelled map is ``gy[..., :, None] * gx[..., None, :]`` divided by its sum (so by
+    ``gx.sum(-1) * gy.sum(-1)``): a loss that compares it with another map can work on these
+    1-D profiles instead of the dense map.
+
+    Args:
+        keypoints: ``(..., 2)`` x, y in model pixels; NaN = unlabelled.
+        image_size: model input ``(H, W)``.
+        heatmap_size: ``(h, w)``.
+        sigma: Gaussian width in heatmap pixels.
+
+    Returns:
+        ``xy (..., 2)`` heatmap-pixel coordinates (of the model origin where ``keypoints`` is
+        not finite), unnormalised Gaussians ``gx (..., w)`` and ``gy (..., h)``, and
+        ``labeled (...)``: finite and at most one heatmap pixel outside the map (the others
+        render as all-zero maps).
+    """
+    height, width = image_size
+    h, w = heatmap_size
+    scale = (width / w, height / h)
+    finite = torch.isfinite(keypoints).all(dim=-1)
+    safe = torch.where(finite[..., None], keypoints, torch.zeros_like(keypoints))
+    xy = model_to_heatmap_coords(safe, scale)
+    inside = (
+        (xy[..., 0] >= -1) & (xy[..., 0] <= w) & (xy[..., 1] >= -1) & (xy[..., 1] <= h)
+    )
+    xs = torch.arange(w, dtype=keypoints.dtype, device=keypoints.device)
+    ys = torch.arange(h, dtype=keypoints.dtype, device=keypoints.device)
+    gx = torch.exp(-((xs - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., w)
+    gy = torch.exp(-((ys - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., h)
+    return xy, gx, gy, finite & inside
+
+
 def render_heatmaps(
     keypoints: torch.Tensor,
     image_size: tuple[int, int],
@@ -56,25 +96,13 @@ def render_heatmaps(
             than one heatmap pixel outside the map give an all-zero map (= no label).
 
     Returns:
-        ``(..., h, w)`` heatmaps.
+        ``(..., h, w)`` heatmaps (the outer product of ``gaussian_profiles``, normalised).
     """
-    height, width = image_size
     h, w = heatmap_size
-    scale = (width / w, height / h)
-    finite = torch.isfinite(keypoints).all(dim=-1)
-    safe = torch.where(finite[..., None], keypoints, torch.zeros_like(keypoints))
-    xy = model_to_heatmap_coords(safe, scale)
-    inside = (
-        (xy[..., 0] >= -1) & (xy[..., 0] <= w) & (xy[..., 1] >= -1) & (xy[..., 1] <= h)
-    )
-    xs = torch.arange(w, dtype=keypoints.dtype, device=keypoints.device)
-    ys = torch.arange(h, dtype=keypoints.dtype, device=keypoints.device)
-    gx = torch.exp(-((xs - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., w)
-    gy = torch.exp(-((ys - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., h)
+    _, gx, gy, labeled = gaussian_profiles(keypoints, image_size, heatmap_size, sigma)
     maps = gy[..., :, None] * gx[..., None, :]
     total = maps.sum(dim=(-2, -1), keepdim=True)
     maps = maps / total.clamp_min(torch.finfo(maps.dtype).tiny)
-    labeled = finite & inside
     if visibility is not None:
         labeled = labeled & (visibility == VIS_LABELED)
     maps = torch.where(labeled[..., None, None], maps, torch.zeros_like(maps))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mvcore.data.heatmaps import heatmap_to_keypoints, render_heatmaps
+from mvcore.data.heatmaps import gaussian_profiles, heatmap_to_keypoints, render_heatmaps
 
 
 @pytest.mark.parametrize("downsample_factor", [0, 1, 2, 3])
@@ -57,3 +57,22 @@ def test_read_out_gradient_stays_bounded_on_flat_untrained_maps():
     keypoints.sum().backward()
     assert torch.isfinite(logits.grad).all()
     assert logits.grad.abs().max() < 10.0  # bounded by the window radius x the scale
+
+
+def test_gaussian_profiles_are_the_separable_factors_of_render_heatmaps():
+    """A rendered map is the outer product of the 1-D profiles divided by its sum; ``labeled``
+    is finite and at most one heatmap pixel outside the map (exactly the non-zero maps)."""
+    generator = torch.Generator().manual_seed(3)
+    points = -40 + 340 * torch.rand(200, 2, generator=generator, dtype=torch.float64)
+    points[::9] = float("nan")
+    maps = render_heatmaps(points, (256, 192), (64, 48), sigma=1.7)
+    xy, gx, gy, labeled = gaussian_profiles(points, (256, 192), (64, 48), sigma=1.7)
+    assert gx.shape == (200, 48) and gy.shape == (200, 64) and xy.shape == (200, 2)
+    outer = gy[:, :, None] * gx[:, None, :] / (gx.sum(-1) * gy.sum(-1))[:, None, None]
+    assert torch.allclose(maps[labeled], outer[labeled], rtol=1e-12, atol=0)
+    assert (maps[~labeled] == 0).all() and (maps[labeled].sum((-2, -1)) > 0.99).all()
+    assert labeled.any() and (~labeled & torch.isfinite(points).all(-1)).any()
+    # model -> heatmap pixels: 4x (x) and 4x (y) downsampling, pixel centres at j * s + 1.5
+    assert torch.allclose(xy[labeled], (points[labeled] - 1.5) / 4.0)
+    assert torch.equal(xy[~torch.isfinite(points).all(-1)], torch.full((23, 2), -0.375,
+                                                                         dtype=torch.float64))
