@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 
 from mv_losses.checks import check_epsilon_length
+from mv_losses.fused import reprojection_sse
 from mv_losses.heatmap import HeatmapLossParams, HeatmapMSELoss
 from mv_losses.outliers import drop_outliers
 from mvcore import Context, LogList, Loss, LossParams, Stage
@@ -100,12 +101,16 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
     predicted 3D keypoints.
 
     Inputs: ``heatmaps_targ (B, N, h, w)`` and ``keypoints_pred_2d_reprojected (B, N, 2)`` in
-    model pixels. Maps are rendered with ``render_heatmaps`` (model size and heatmap size from
+    model pixels. Maps are rendered as by ``render_heatmaps`` (model size and heatmap size from
     the ``Context``), differentiably in the keypoints. As ``heatmap_mse``: maps whose target
     is NaN or all zero are dropped and each map's squared error is scaled by ``h * w`` (LP
     scales 4-D input by ``N * h`` instead, its bug B1). Keypoints whose reprojection is NaN
-    (triangulation failed) are dropped too: a zero map would only add a constant without
-    gradient. Annealed, unlike ``heatmap_mse``.
+    (triangulation failed, uncalibrated frame) are dropped too: a zero map would only add a
+    constant without gradient. Annealed, unlike ``heatmap_mse``.
+
+    The rendered maps are never formed: a Gaussian map is separable, so its squared error
+    against a target reduces to one pass over the targets (``fused.reprojection_sse``);
+    ``_dense_reference`` renders them, as the tests' reference.
     """
 
     loss_name = "supervised_reprojection_heatmap_mse"
@@ -117,6 +122,19 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
         self, *, heatmaps_targ: torch.Tensor, keypoints_pred_2d_reprojected: torch.Tensor,
         stage: Stage | None = None,
     ) -> tuple[torch.Tensor, LogList]:
+        h, w = self._check_size(heatmaps_targ)
+        if heatmaps_targ.requires_grad:  # targets are data; the fast path does not derive them
+            scalar = self._dense_reference(heatmaps_targ, keypoints_pred_2d_reprojected)
+        else:
+            keypoints = keypoints_pred_2d_reprojected.to(heatmaps_targ.dtype)
+            sse, valid = reprojection_sse(heatmaps_targ.reshape(-1, h, w),
+                                          keypoints.reshape(-1, 2), self.context.image_size,
+                                          self.params.sigma)
+            scalar = self.reduce_loss(sse[valid], method="mean")
+        return self.weight * scalar, self.log_loss(scalar, stage)
+
+    def _check_size(self, heatmaps_targ: torch.Tensor) -> tuple[int, int]:
+        """The heatmap size ``(h, w)``, which must be the context's."""
         ctx = self.context
         h, w = heatmaps_targ.shape[-2:]
         if ctx.heatmap_size != (h, w):
@@ -124,12 +142,17 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
                 f"{self.loss_name}: target heatmaps are {h}x{w} but the context says "
                 f"{ctx.heatmap_height}x{ctx.heatmap_width}"
             )
+        return h, w
+
+    def _dense_reference(self, heatmaps_targ: torch.Tensor,
+                         keypoints_pred_2d_reprojected: torch.Tensor) -> torch.Tensor:
+        """The unweighted loss with the ``(B, N, h, w)`` maps rendered (``render_heatmaps``)
+        and compared like ``heatmap_mse``: the fast path's reference."""
+        h, w = self._check_size(heatmaps_targ)
         keypoints = keypoints_pred_2d_reprojected.to(heatmaps_targ.dtype)
-        rendered = render_heatmaps(keypoints, ctx.image_size, (h, w), sigma=self.params.sigma)
+        rendered = render_heatmaps(keypoints, self.context.image_size, (h, w),
+                                   sigma=self.params.sigma)
         # a NaN reprojection removes the map, like a missing label
         missing = ~torch.isfinite(keypoints).all(-1)
         targets = torch.where(missing[..., None, None], 0.0, heatmaps_targ)
-        targets, predictions = self.remove_nans(targets, rendered)
-        elementwise = self.compute_loss(targets, predictions)
-        scalar = self.reduce_loss(elementwise, method="mean")
-        return self.weight * scalar, self.log_loss(scalar, stage)
+        return super()._dense_reference(targets, rendered)
