@@ -562,3 +562,73 @@ def test_every_trainable_parameter_gets_a_gradient():
     model(torch.randn(2, 2, 3, 32, 32)).square().sum().backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert unused == []
+
+
+# ------------------------------------------------------------------ speed options
+def _heatmaps(model: MultiviewTransformer, seed: int = 0) -> torch.Tensor:
+    images = torch.randn(2, 2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model.eval()(images)
+
+
+def test_speed_options_default_to_the_measured_choices() -> None:
+    params = make_params()
+    assert (params.attention, params.compile, params.autocast, params.channels_last) == (
+        "sdpa", "off", "off", False)
+    with pytest.raises(ValidationError):
+        make_params(attention="flash")
+    with pytest.raises(ValidationError):
+        make_params(autocast="int8")
+
+
+@pytest.mark.parametrize("options", [{"attention": "math"}, {"channels_last": True}])
+def test_speed_options_compute_the_same_function(options: dict[str, Any]) -> None:
+    reference = build()
+    model = build(make_params(**options))
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    model.load_state_dict(reference.state_dict())
+    torch.testing.assert_close(_heatmaps(model), _heatmaps(reference), rtol=1e-5, atol=1e-7)
+
+
+def test_attention_option_selects_the_kernel() -> None:
+    assert all(b.attn.fused_attn for b in build().vit.blocks)
+    assert not any(b.attn.fused_attn for b in build(make_params(attention="math")).vit.blocks)
+
+
+def test_channels_last_lays_out_the_convolutions_nhwc() -> None:
+    model = build(make_params(channels_last=True))
+    weight = model.vit.patch_embed.proj.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+
+
+def test_autocast_bf16_runs_the_blocks_in_bf16_and_returns_float32() -> None:
+    reference = build()
+    model = build(make_params(autocast="bf16"))
+    model.load_state_dict(reference.state_dict())
+    seen: list[torch.dtype] = []
+    model.vit.blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    out = _heatmaps(model)
+    assert seen == [torch.bfloat16]
+    assert out.dtype == torch.float32
+    # bf16 keeps ~3 significant digits: the softmax heatmaps stay close, not equal
+    torch.testing.assert_close(out, _heatmaps(reference), rtol=0.05, atol=1e-3)
+    assert not torch.equal(out, _heatmaps(reference))
+
+
+def test_autocast_auto_is_bf16_only_on_a_cuda_device() -> None:
+    from mv_vit.model import autocast_dtype
+
+    assert autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("off", "cuda") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp16", "cuda") is torch.float16
+
+
+def test_compile_blocks_compiles_in_place_keeping_checkpoint_keys() -> None:
+    eager = build()
+    compiled = build(make_params(compile="blocks"))
+    # nn.Module.compile: the blocks stay the same modules, so checkpoints load either way
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    assert all(b._compiled_call_impl is not None for b in compiled.vit.blocks)
+    assert all(b._compiled_call_impl is None for b in eager.vit.blocks)

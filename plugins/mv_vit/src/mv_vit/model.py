@@ -7,6 +7,7 @@ features of each view then go through a heatmap head to one heatmap per keypoint
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections import Counter
@@ -68,6 +69,19 @@ class MultiviewTransformerParams(BackboneParams):
     deconv_channels: int | None = Field(default=None, gt=0)
     #: recompute block activations in backward: less memory, ~30% slower steps
     grad_checkpointing: bool = False
+    #: attention kernel: ``sdpa`` = torch's ``scaled_dot_product_attention`` (flash or
+    #: memory-efficient kernels where the device has them), ``math`` = explicit
+    #: ``softmax(Q K^T / sqrt(d)) V`` (the reference; more memory)
+    attention: Literal["sdpa", "math"] = "sdpa"
+    #: ``blocks``: ``torch.compile`` each transformer block (one graph shared by all blocks;
+    #: compiled on the first step, needs a C++ compiler on CPU); ``off``: eager
+    compile: Literal["off", "blocks"] = "off"
+    #: autocast of the transformer blocks (attention and MLP matmuls): ``off`` (the run's
+    #: ``training.precision`` decides), ``bf16``, ``fp16``, or ``auto`` = bf16 on a CUDA device
+    #: that supports it and off elsewhere. The patch embedding, head and softmax stay float32.
+    autocast: Literal["off", "auto", "bf16", "fp16"] = "off"
+    #: NHWC memory layout for the patch embedding and the head's convolutions
+    channels_last: bool = False
 
     @field_validator("backbone")
     @classmethod
@@ -271,7 +285,22 @@ def build_vit(
         load_vit_checkpoint(vit, checkpoint)
     if params.grad_checkpointing:
         vit.set_grad_checkpointing(True)
+    for block in vit.blocks:
+        block.attn.fused_attn = params.attention == "sdpa"
+        if params.compile == "blocks":
+            block.compile(dynamic=False)  # in place: state-dict keys are unchanged
     return vit
+
+
+def autocast_dtype(mode: str, device_type: str) -> torch.dtype | None:
+    """The autocast dtype of ``backbone_params.autocast`` on ``device_type`` (None = off)."""
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        return torch.float16
+    if mode == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 class MultiviewTransformer(Backbone):
@@ -292,6 +321,9 @@ class MultiviewTransformer(Backbone):
     Patch masking (``patch_mask``, LP ``training.patch_mask``) is applied inside ``forward``
     in training mode, at the ratio set by the last ``set_progress`` call, to every training
     batch.
+
+    Speed options (``attention``, ``compile``, ``autocast``, ``channels_last``) change how
+    the same function is computed, not the weights: a checkpoint loads under any of them.
     """
 
     name: ClassVar[str] = "heatmap_multiview_transformer"
@@ -342,6 +374,10 @@ class MultiviewTransformer(Backbone):
                 self.downsample_factor,
                 deconv_channels=params.deconv_channels,
             )
+        self.channels_last = bool(params.channels_last)
+        if self.channels_last:
+            self.vit.patch_embed.to(memory_format=torch.channels_last)
+            self.head.to(memory_format=torch.channels_last)
         generator = torch.Generator().manual_seed(seed)
         self.view_embeddings = nn.Parameter(
             torch.randn(self.num_views, embed_dim, generator=generator) * 0.02
@@ -360,7 +396,10 @@ class MultiviewTransformer(Backbone):
         Patch embedding and (resampled) position embedding of the timm ViT, prefix tokens
         (class, registers) dropped, plus the view embedding of each view."""
         batch, views = images.shape[:2]
-        x = self.vit.patch_embed(images.flatten(0, 1))  # (B*V, gh, gw, D) with dynamic size
+        flat = images.flatten(0, 1)
+        if self.channels_last:
+            flat = flat.contiguous(memory_format=torch.channels_last)
+        x = self.vit.patch_embed(flat)  # (B*V, gh, gw, D) with dynamic size
         if x.ndim == 4:
             grid = (int(x.shape[1]), int(x.shape[2]))
         else:
@@ -373,18 +412,23 @@ class MultiviewTransformer(Backbone):
         """ViT blocks + final norm on one token sequence ``(B, S, D) -> (B, S, D)``.
 
         ``attn_mask (S, S)`` bool (True = may attend) restricts attention, e.g. to block
-        cross-view attention in ablations."""
+        cross-view attention in ablations. The blocks run under ``backbone_params.autocast``;
+        the output has the dtype of ``tokens``."""
         x = self.vit.norm_pre(tokens)
-        if attn_mask is not None:
-            for block in self.vit.blocks:
-                x = block(x, attn_mask=attn_mask)
-        elif self.vit.grad_checkpointing and torch.is_grad_enabled():
-            from timm.models import checkpoint_seq
+        dtype = autocast_dtype(self.params.autocast, x.device.type)
+        cast = (torch.autocast(x.device.type, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+        with cast:
+            if attn_mask is not None:
+                for block in self.vit.blocks:
+                    x = block(x, attn_mask=attn_mask)
+            elif self.vit.grad_checkpointing and torch.is_grad_enabled():
+                from timm.models import checkpoint_seq
 
-            x = checkpoint_seq(self.vit.blocks, x)
-        else:
-            x = self.vit.blocks(x)
-        return self.vit.norm(x)
+                x = checkpoint_seq(self.vit.blocks, x)
+            else:
+                x = self.vit.blocks(x)
+        return self.vit.norm(x.to(tokens.dtype))
 
     def decode(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """``features (B, V, n, D) -> heatmaps (B, V, K, h, w)`` (spatial softmax)."""
@@ -442,4 +486,10 @@ class MultiviewTransformer(Backbone):
         return {"patch_mask_ratio": ratio}
 
 
-__all__ = ["VARIANTS", "MultiviewTransformer", "MultiviewTransformerParams", "load_vit_checkpoint"]
+__all__ = [
+    "VARIANTS",
+    "MultiviewTransformer",
+    "MultiviewTransformerParams",
+    "autocast_dtype",
+    "load_vit_checkpoint",
+]
