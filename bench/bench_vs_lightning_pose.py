@@ -45,7 +45,8 @@ which runs::
 Run (repo root, mvcore's venv)::
 
     python bench/bench_vs_lightning_pose.py                    # all workloads, 1 torch thread
-    python bench/bench_vs_lightning_pose.py --only mvt --rounds 7 --markdown
+    python bench/bench_vs_lightning_pose.py --only mvt --rounds 7
+    python bench/bench_vs_lightning_pose.py --mvt-options --threads 2   # mvcore's MVT options
 
 Re-running picks up whatever mvcore is installed (it calls the public functions).
 """
@@ -583,6 +584,80 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+#: the multi-view transformer's speed options measured by ``--mvt-options`` (label -> params)
+MVT_OPTIONS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "attention: math": {"attention": "math"},
+    "compile: blocks": {"compile": "blocks"},
+    "channels_last: true": {"channels_last": True},
+    "autocast: bf16": {"autocast": "bf16"},
+}
+
+
+def mvt_options(args: argparse.Namespace) -> str:
+    """Time mvcore's ViT-S MVT step (the ``mvt`` workload) under each ``MVT_OPTIONS`` entry,
+    alternating the variants every round in this process; outputs checked against defaults."""
+    import torch
+    from mv_vit.model import MultiviewTransformer, MultiviewTransformerParams
+
+    from mvcore import Context
+
+    torch.set_num_threads(args.threads)
+    ctx = Context(view_names=tuple(f"cam{v}" for v in range(MVT_VIEWS)),
+                  keypoint_names=tuple(f"kp{k}" for k in range(K)),
+                  image_height=MODEL, image_width=MODEL, downsample_factor=2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(MVT_BATCH, MVT_VIEWS, 3, MODEL, MODEL, generator=g)
+    target = torch.rand(MVT_BATCH, MVT_VIEWS, K, HEATMAP, HEATMAP, generator=g)
+    steps, first, reference = {}, {}, None
+    for label, options in MVT_OPTIONS.items():
+        model = MultiviewTransformer(MultiviewTransformerParams(
+            backbone="vits_dino", backbone_pretrained=False, **options), ctx).train()
+
+        def step(model: Any = model) -> Any:
+            model.zero_grad(set_to_none=True)
+            heatmaps = model(images)
+            _mse(heatmaps, target).backward()
+            return heatmaps.detach()
+
+        start = time.perf_counter()
+        out = step()  # the first step (compilation happens here)
+        first[label] = time.perf_counter() - start
+        step()
+        reference = out if reference is None else reference
+        diff = float((out - reference).norm() / reference.norm())
+        steps[label] = (step, diff)
+        print(f"{label}: first step {first[label]:.1f} s, heatmaps rel. diff {diff:.1e}",
+              flush=True)
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    load = [os.getloadavg()[0]]
+    rounds = args.rounds or 5
+    for r in range(rounds):
+        order = list(steps) if r % 2 == 0 else list(reversed(steps))
+        for label in order:
+            start = time.perf_counter()
+            steps[label][0]()
+            times[label].append(time.perf_counter() - start)
+        load.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{rounds} load {load[-1]:.2f}", flush=True)
+    base = statistics.median(times["defaults"])
+    lines = [
+        f"Date {date.today().isoformat()}; {platform.machine()} {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {args.threads} torch thread(s); load average (1 min) "
+        f"{min(load):.2f}-{max(load):.2f}. Command: `python bench/bench_vs_lightning_pose.py "
+        f"--mvt-options --threads {args.threads} --rounds {rounds}` (ViT-S/16 MVT, 2 views of "
+        f"256x256, batch 2, K={K}, fwd+bwd, training mode; variants alternate every round).",
+        "",
+        "| option | median s/step | min s | vs defaults | first step s | heatmaps rel. diff |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, ts in times.items():
+        med = statistics.median(ts)
+        lines.append(f"| {label} | {med:.3f} | {min(ts):.3f} | {base / med:.2f}x | "
+                     f"{first[label]:.1f} | {steps[label][1]:.1e} |")
+    return "\n".join(lines)
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -624,7 +699,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per program")
     parser.add_argument("--rounds", type=int, default=0, help="override every workload's rounds")
     parser.add_argument("--only", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    parser.add_argument("--markdown", action="store_true", help="print the RESULTS.md block")
+    parser.add_argument("--mvt-options", action="store_true",
+                        help="time mvcore's multi-view transformer speed options instead")
     parser.add_argument("--worker", choices=["lp", "mvcore"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -632,6 +708,9 @@ def main() -> None:
         return
     if args.setup:
         setup_lp_venv(args.lp_venv)
+        return
+    if args.mvt_options:
+        print(mvt_options(args))
         return
     results = run(args)
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
