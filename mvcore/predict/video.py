@@ -76,14 +76,20 @@ from mvcore.predict.rendering import LabeledVideoWriter, keypoint_colors
 
 __all__ = [
     "MANIFEST_DIR",
+    "PredictionPlan",
+    "SessionJob",
     "SessionPredictions",
     "SessionResult",
+    "SessionTask",
     "incomplete_path",
     "manifest_path",
+    "plan_prediction",
     "predict_frames",
     "predict_session",
     "predict_videos",
     "session_outputs",
+    "session_tasks",
+    "skip_session",
     "stale_reason",
 ]
 
@@ -287,22 +293,39 @@ class SessionResult:
     calibration: Path | None = None
 
 
-def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
-                   session: str | None = None, out_dir: str | Path | None = None,
-                   batch_size: int = 16, precision: str = "32", labeled_video: bool = False,
-                   overwrite: bool = False, checkpoint: str = "best",
-                   confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
-                   video_threshold: float | None = None, calibration: str | Path | None = None,
-                   device: Any = None, progress: bool = True,
-                   log: Callable[[str], None] = print) -> list[SessionResult]:
-    """Predict every session of ``video_dir`` with the model of ``model_dir`` (see module
-    docstring). A session whose manifest matches (``stale_reason``) is skipped unless
-    ``overwrite``. ``video_threshold`` defaults to the config's
-    ``eval.confidence_thresh_for_vid``; ``calibration`` overrides the project's TOML.
+@dataclass
+class PredictionPlan:
+    """What every process of a run shares, decided once before anything is written: the
+    model's config, checkpoint and manifest settings, the sessions and the output folder."""
 
-    The output folder is locked for the whole run (``BusyError`` for a second writer). A
-    session whose video fails part-way gets ``.incomplete`` outputs; the other sessions are
-    predicted, then a DataError names every failed session (one line each)."""
+    model_dir: Path
+    checkpoint: str
+    config: Any
+    view_names: list[str]
+    #: the model's config files, inputs of every session's manifest
+    model_files: list[Path]
+    #: the manifest settings (checkpoint, precision, thresholds)
+    settings: dict[str, Any]
+    sessions: list[VideoSession]
+    out: Path
+    precision: str
+    confidence_threshold: float
+    video_threshold: float
+    labeled_video: bool
+    #: ``--calibration``: its file and its cameras (None: each session's own)
+    calibration: Path | None = None
+    cameras: Any = None
+
+
+def plan_prediction(model_dir: str | Path, video_dir: str | Path | None = None,
+                    session: str | None = None, out_dir: str | Path | None = None,
+                    precision: str = "32", labeled_video: bool = False,
+                    checkpoint: str = "best",
+                    confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+                    video_threshold: float | None = None,
+                    calibration: str | Path | None = None) -> PredictionPlan:
+    """Read the model's config, find the sessions (their videos are probed) and create the
+    output folder (``predict_videos`` for the arguments); raises before anything is written."""
 
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision!r}: expected one of {list(PRECISIONS)}")
@@ -325,64 +348,108 @@ def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
                 "labeled_video": {"video_threshold": float(video_threshold)} if labeled_video
                 else None}
     given = None if calibration is None else load_calibration(calibration).select(view_names)
-    job = _Job(model_dir, checkpoint, config, view_names, out, batch_size, precision,
-               confidence_threshold, video_threshold, labeled_video, device, progress, log)
+    return PredictionPlan(model_dir, checkpoint, config, view_names, model_files, settings,
+                          sessions, out, precision, float(confidence_threshold),
+                          float(video_threshold), labeled_video,
+                          None if calibration is None else Path(calibration), given)
+
+
+@dataclass
+class SessionTask:
+    """One session of a plan: its calibration, the manifest's inputs, its outputs and
+    manifest, and why it must be predicted (``reason``; None: its manifest matches)."""
+
+    session: VideoSession
+    cameras: Any
+    calibration: Path | None
+    #: why the session has no calibration (None: it has one, or ``--calibration`` was given)
+    no_calibration: str | None
+    inputs: list[Path]
+    outputs: list[Path]
+    manifest: Path
+    reason: str | None
+
+    @property
+    def name(self) -> str:
+        return self.session.name
+
+
+def session_tasks(plan: PredictionPlan) -> list[SessionTask]:
+    """Every session's task, in the order of ``plan.sessions``; call it with the output
+    folder locked (the manifests are compared with the outputs as they are)."""
+
+    resolver = CalibrationResolver(plan.config, plan.view_names) if plan.cameras is None \
+        else None
+    tasks = []
+    for item in plan.sessions:
+        missing = None
+        if resolver is None:
+            cameras, calib_file = plan.cameras, plan.calibration
+        else:
+            found = resolver.for_session(item.name)
+            cameras, calib_file = (found.group, found.path) if found else (None, None)
+            missing = None if found else found.reason
+        outputs = session_outputs(plan.out, item, cameras is not None, plan.labeled_video)
+        inputs = [v.path for v in item.videos] + plan.model_files
+        inputs += [calib_file] if calib_file is not None else []
+        manifest = manifest_path(plan.out, item.name)
+        reason = stale_reason(manifest, inputs, plan.settings, outputs)
+        tasks.append(SessionTask(item, cameras, calib_file, missing, inputs, outputs, manifest,
+                                 reason))
+    return tasks
+
+
+def skip_session(task: SessionTask, out: Path, log: Callable[[str], None]) -> SessionResult:
+    """The result of a session whose outputs are up to date, and the line that says so."""
+    log(f"skipped session {task.name}: its outputs in {out} are up to date "
+        f"({task.manifest.relative_to(out)} matches; --overwrite to predict again)")
+    return SessionResult(task.name, "skipped", task.outputs, task.session.num_frames,
+                         calibration=task.calibration)
+
+
+def predict_videos(model_dir: str | Path, video_dir: str | Path | None = None,
+                   session: str | None = None, out_dir: str | Path | None = None,
+                   batch_size: int = 16, precision: str = "32", labeled_video: bool = False,
+                   overwrite: bool = False, checkpoint: str = "best",
+                   confidence_threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+                   video_threshold: float | None = None, calibration: str | Path | None = None,
+                   device: Any = None, progress: bool = True,
+                   log: Callable[[str], None] = print) -> list[SessionResult]:
+    """Predict every session of ``video_dir`` with the model of ``model_dir`` (see module
+    docstring). A session whose manifest matches (``stale_reason``) is skipped unless
+    ``overwrite``. ``video_threshold`` defaults to the config's
+    ``eval.confidence_thresh_for_vid``; ``calibration`` overrides the project's TOML.
+
+    The output folder is locked for the whole run (``BusyError`` for a second writer). A
+    session whose video fails part-way gets ``.incomplete`` outputs; the other sessions are
+    predicted, then a DataError names every failed session (one line each). Several
+    processes: ``mvcore.predict.distributed``."""
+
+    plan = plan_prediction(model_dir, video_dir, session, out_dir, precision, labeled_video,
+                           checkpoint, confidence_threshold, video_threshold, calibration)
+    job = SessionJob(plan, batch_size, device, progress, log)
     results, failures = [], []
-    with DirectoryLock(out, "predict"):
-        resolver = CalibrationResolver(config, view_names) if calibration is None else None
-        for item in sessions:
-            found = None
-            if resolver is None:
-                group, calib_file = given, Path(calibration)
-            else:
-                found = resolver.for_session(item.name)
-                group, calib_file = (None, None) if not found else (found.group, found.path)
-            outputs = session_outputs(out, item, group is not None, labeled_video)
-            inputs = [v.path for v in item.videos] + model_files
-            inputs += [calib_file] if calib_file is not None else []
-            manifest = manifest_path(out, item.name)
-            reason = stale_reason(manifest, inputs, settings, outputs)
-            if reason is None and not overwrite:
-                log(f"skipped session {item.name}: its outputs in {out} are up to date "
-                    f"({manifest.relative_to(out)} matches; --overwrite to predict again)")
-                results.append(SessionResult(item.name, "skipped", outputs, item.num_frames,
-                                             calibration=calib_file))
+    with DirectoryLock(plan.out, "predict"):
+        for task in session_tasks(plan):
+            if task.reason is None and not overwrite:
+                results.append(skip_session(task, plan.out, log))
                 continue
-            if reason is not None and (manifest.exists() or any(p.exists() for p in outputs)):
-                log(f"predicting session {item.name} again: {reason}")
-            _clear_leftovers(outputs, manifest)
-            if found is not None and group is None:
-                log(f"session {item.name}: no calibration ({found.reason}): 2D predictions "
-                    "only")
-            # the manifest's inputs and settings as they are before predicting (a video
-            # replaced meanwhile makes the next run predict again)
-            before = Manifest.describe(inputs, settings, [])
-            result, failure = job.run(item, group, calib_file, outputs, manifest)
+            result, failure = job.predict(task)
             results.append(result)
             if failure is not None:
                 failures.append(failure)
-                continue
-            done = Manifest.describe([], {}, outputs)
-            Manifest(before.inputs, before.settings, done.outputs, done.written).write(manifest)
     if failures:
         raise DataError("\n".join(failures))
     return results
 
 
 @dataclass
-class _Job:
-    """One ``predict_videos`` call: its settings and the model (loaded on first use)."""
+class SessionJob:
+    """Predicts the sessions of a plan, one at a time, with the model loaded on first use
+    (one per process of a run)."""
 
-    model_dir: Path
-    checkpoint: str
-    config: Any
-    view_names: list[str]
-    out: Path
+    plan: PredictionPlan
     batch_size: int
-    precision: str
-    confidence_threshold: float
-    video_threshold: float
-    labeled_video: bool
     device: Any
     progress: bool
     log: Callable[[str], None]
@@ -391,12 +458,35 @@ class _Job:
     def model(self) -> Any:
         """The model, loaded once; its views must be the config's."""
         if self.module is None:
-            self.module, _ = load_model(self.model_dir, self.checkpoint, device=self.device)
-            if list(self.module.context.view_names) != self.view_names:
-                raise DataError(f"{self.model_dir}: context.json views "
+            plan = self.plan
+            self.module, _ = load_model(plan.model_dir, plan.checkpoint, device=self.device)
+            if list(self.module.context.view_names) != plan.view_names:
+                raise DataError(f"{plan.model_dir}: context.json views "
                                 f"{self.module.context.view_names} differ from config.yaml "
-                                f"views {self.view_names}")
+                                f"views {plan.view_names}")
         return self.module
+
+    def predict(self, task: SessionTask) -> tuple[SessionResult, str | None]:
+        """Predict a session (the folder locked): delete what an earlier run left, write the
+        outputs, then the manifest; a failure's one-line message instead when a video failed
+        part-way (module docstring)."""
+        if task.reason is not None and (task.manifest.exists()
+                                        or any(p.exists() for p in task.outputs)):
+            self.log(f"predicting session {task.name} again: {task.reason}")
+        _clear_leftovers(task.outputs, task.manifest)
+        if task.no_calibration is not None:
+            self.log(f"session {task.name}: no calibration ({task.no_calibration}): 2D "
+                     "predictions only")
+        # the manifest's inputs and settings as they are before predicting (a video
+        # replaced meanwhile makes the next run predict again)
+        before = Manifest.describe(task.inputs, self.plan.settings, [])
+        result, failure = self.run(task.session, task.cameras, task.calibration, task.outputs,
+                                   task.manifest)
+        if failure is None:
+            done = Manifest.describe([], {}, task.outputs)
+            Manifest(before.inputs, before.settings, done.outputs, done.written).write(
+                task.manifest)
+        return result, failure
 
     def run(self, item: VideoSession, group: Any, calib_file: Path | None,
             outputs: list[Path], manifest: Path) -> tuple[SessionResult, str | None]:
@@ -405,7 +495,7 @@ class _Job:
         replaced), else under ``.incomplete`` names, with the message that says so."""
         module = self.model()
         keypoint_names = list(module.context.keypoint_names)
-        view_names = self.view_names
+        view_names = self.plan.view_names
         if group is not None:
             sizes = item.frame_sizes[:, ::-1]  # (V, 2) [width, height], as in the TOML
             for v in np.flatnonzero((sizes != group.sizes).any(-1)):
@@ -417,13 +507,13 @@ class _Job:
         writers: list[LabeledVideoWriter] = []
         started = time.perf_counter()
         try:
-            if self.labeled_video:
-                colors = keypoint_colors(self.config.eval.colormap, len(keypoint_names))
+            if self.plan.labeled_video:
+                colors = keypoint_colors(self.plan.config.eval.colormap, len(keypoint_names))
                 writers = [LabeledVideoWriter(path, info.fps, info.height, info.width, colors)
                            for path, info in zip(outputs[-len(view_names):], item.videos)]
-            predictions = predict_session(module, item, self.batch_size, self.precision,
-                                          cameras, self.confidence_threshold, writers,
-                                          self.video_threshold, self.progress)
+            predictions = predict_session(module, item, self.batch_size, self.plan.precision,
+                                          cameras, self.plan.confidence_threshold, writers,
+                                          self.plan.video_threshold, self.progress)
         except BaseException:
             for writer in writers:
                 writer.abort()
@@ -441,27 +531,27 @@ class _Job:
         name = (lambda path: path) if failure is None else incomplete_path
         written = [writer.close(name(writer.path)) for writer in writers]
         index = list(range(frames))
-        scorer = f"{self.config.model.model_type}_tracker"
+        scorer = f"{self.plan.config.model.model_type}_tracker"
         for v, view in enumerate(view_names):
-            path = name(self.out / f"{item.name}_{view}.csv")
+            path = name(self.plan.out / f"{item.name}_{view}.csv")
             write_keypoints_csv(path, index, keypoint_names, predictions.keypoints[:, v],
                                 predictions.confidences[:, v], scorer=scorer)
             written.append(path)
         if predictions.points_3d:
             p3d = predictions.points_3d
-            path = name(self.out / f"{item.name}_3d.csv")
+            path = name(self.plan.out / f"{item.name}_3d.csv")
             write_3d_csv(path, p3d["points"], p3d["errors"], p3d["ncams"], keypoint_names,
                          scores=p3d["scores"])
             written.append(path)
         seconds = time.perf_counter() - started
         if failure is not None:
-            message = _incomplete_message(failure, item.name, frames, self.out,
+            message = _incomplete_message(failure, item.name, frames, self.plan.out,
                                           bool(predictions.points_3d), bool(writers))
             return SessionResult(item.name, "incomplete", written, frames, seconds,
                                  calib_file), message
         self.log(f"predicted session {item.name}: {frames} frames x {len(view_names)} views "
                  f"in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s) -> "
-                 f"{self.out}")
+                 f"{self.plan.out}")
         return SessionResult(item.name, "predicted", outputs, frames, seconds, calib_file), None
 
 
