@@ -23,12 +23,13 @@ Checks at load, each a one-line ``DataError`` (or warning) naming the file, line
 or image: every labelled image's header is read (its size; a PNG or JPEG that does not end as
 it must is decoded to tell a truncated file from trailing bytes), so a broken image stops the
 run before training rather than in a DataLoader worker; images of one folder (one video) must
-have one size. A project without any labelled point is an error, a view without one a warning.
-A label more than ``FAR_OUTSIDE`` of its image's width / height beyond the image's edge is an
-error (a wrong unit or column, a sentinel such as -9999 or 1e9), one just outside a warning.
-The same image listed twice in a label CSV is an error (which label is right? and the copies
-could land in both the training and the validation split); two images with identical labels
-(two or more points) in a view are a warning (a copied row, or one frame under two names).
+have one size, and whole-frame images their calibrated camera's size. A project without any
+labelled point is an error, a view without one a warning. A label more than ``FAR_OUTSIDE`` of
+its image's width / height beyond the image's edge is an error (a wrong unit or column, a
+sentinel such as -9999 or 1e9), one just outside a warning. The same image listed twice in a
+label CSV is an error (which label is right? and the copies could land in both the training
+and the validation split); two images with identical labels (two or more points) in a view
+are a warning (a copied row, or one frame under two names).
 """
 
 from __future__ import annotations
@@ -542,16 +543,21 @@ def _sizes_from_calibration(calibrations: list[CameraGroup], index: np.ndarray,
 
 
 def _check_calibration_sizes(project: MultiviewProject) -> None:
-    """Warn when whole-frame images differ in size from the calibrated cameras."""
+    """Whole-frame images must have their calibrated camera's size: labels are in image
+    pixels, the calibration in its own, so a difference makes every 3D target wrong."""
     for c, group in enumerate(project.calibrations):
-        rows = project.calibration_index == c
+        rows = np.flatnonzero(project.calibration_index == c)
         sizes = project.image_sizes[rows][:, :, ::-1]  # (m, V, 2) [width, height]
-        bad = (sizes != group.sizes[None]).any(-1).any(0)
-        for v in np.flatnonzero(bad):
-            warnings.warn(
-                f"{project.calibration_files[c]}: camera {project.view_names[v]!r} has size "
-                f"{group.sizes[v].astype(int).tolist()} (w, h) but its labelled images are "
-                f"{np.unique(sizes[:, v], axis=0).tolist()}; the calibration must describe "
-                "the labelled frames",
-                stacklevel=4,
-            )
+        bad = (sizes != group.sizes[None]).any(-1)  # (m, V)
+        if not bad.any():
+            continue
+        r, v = (int(i) for i in np.argwhere(bad)[0])
+        w, h = (int(x) for x in sizes[r, v])
+        cam_w, cam_h = (f"{x:g}" for x in group.sizes[v])
+        raise DataError(
+            f"{project.calibration_files[c]}: camera {show(project.view_names[v])!r} is "
+            f"{cam_w}x{cam_h} (w x h) but its labelled image "
+            f"{show(project.image_paths[rows[r]][v])} is {w}x{h}; labels are in image pixels, "
+            "so the calibration must describe the labelled frames: calibrate at the image "
+            "size, scale the calibration's matrix and size to it, or remove the calibration "
+            "to train in 2D only")

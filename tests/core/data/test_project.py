@@ -570,3 +570,17 @@ def test_bbox_reader_finds_columns_by_name_and_names_file_and_row(tmp_path):
         assert expected in message, message
     with pytest.raises(DataError, match="bbox file not found"):
         read_bbox_csv(tmp_path / "nope.csv", index)
+
+
+def test_images_must_have_their_calibrated_cameras_size(tmp_path):
+    make_project(tmp_path)
+    group = cameras()
+    group.sizes[1] = [128, 96]  # camera b calibrated on frames twice the labelled images' size
+    save_calibration(group, tmp_path / "calibration.toml")
+    with pytest.raises(DataError) as info:
+        _load(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'calibration.toml'}: camera 'b' is 128x96 (w x h) but its labelled image "
+        "labeled-data/s1_b/img0000.png is 64x48; labels are in image pixels, so the calibration "
+        "must describe the labelled frames: calibrate at the image size, scale the "
+        "calibration's matrix and size to it, or remove the calibration to train in 2D only")
