@@ -37,6 +37,32 @@ def heatmap_to_model_coords(xy: torch.Tensor, scale: tuple[float, float]) -> tor
     return xy * s + (s - 1.0) / 2.0
 
 
+def heatmap_coords(
+    keypoints: torch.Tensor, image_size: tuple[int, int], heatmap_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where ``render_heatmaps`` puts each keypoint, differentiable in ``keypoints``.
+
+    Args:
+        keypoints: ``(..., 2)`` x, y in model pixels; NaN = unlabelled.
+        image_size: model input ``(H, W)``.
+        heatmap_size: ``(h, w)``.
+
+    Returns:
+        ``xy (..., 2)`` heatmap-pixel coordinates (of the model origin where ``keypoints`` is
+        not finite) and ``labeled (...)``: finite and at most one heatmap pixel outside the
+        map (the others render as all-zero maps).
+    """
+    height, width = image_size
+    h, w = heatmap_size
+    finite = torch.isfinite(keypoints).all(dim=-1)
+    safe = torch.where(finite[..., None], keypoints, torch.zeros_like(keypoints))
+    xy = model_to_heatmap_coords(safe, (width / w, height / h))
+    inside = (
+        (xy[..., 0] >= -1) & (xy[..., 0] <= w) & (xy[..., 1] >= -1) & (xy[..., 1] <= h)
+    )
+    return xy, finite & inside
+
+
 def gaussian_profiles(
     keypoints: torch.Tensor,
     image_size: tuple[int, int],
@@ -47,7 +73,8 @@ def gaussian_profiles(
 
     A labelled map is ``gy[..., :, None] * gx[..., None, :]`` divided by its sum (so by
     ``gx.sum(-1) * gy.sum(-1)``): a loss that compares it with another map can work on these
-    1-D profiles instead of the dense map.
+    1-D profiles instead of the dense map. Each profile is
+    ``exp(-((arange(n) - c) ** 2) / (2 * sigma**2))`` with ``c`` the coordinate in ``xy``.
 
     Args:
         keypoints: ``(..., 2)`` x, y in model pixels; NaN = unlabelled.
@@ -56,25 +83,16 @@ def gaussian_profiles(
         sigma: Gaussian width in heatmap pixels.
 
     Returns:
-        ``xy (..., 2)`` heatmap-pixel coordinates (of the model origin where ``keypoints`` is
-        not finite), unnormalised Gaussians ``gx (..., w)`` and ``gy (..., h)``, and
-        ``labeled (...)``: finite and at most one heatmap pixel outside the map (the others
-        render as all-zero maps).
+        ``xy`` and ``labeled`` of ``heatmap_coords``, and the unnormalised Gaussians
+        ``gx (..., w)`` and ``gy (..., h)``, in the order ``xy, gx, gy, labeled``.
     """
-    height, width = image_size
     h, w = heatmap_size
-    scale = (width / w, height / h)
-    finite = torch.isfinite(keypoints).all(dim=-1)
-    safe = torch.where(finite[..., None], keypoints, torch.zeros_like(keypoints))
-    xy = model_to_heatmap_coords(safe, scale)
-    inside = (
-        (xy[..., 0] >= -1) & (xy[..., 0] <= w) & (xy[..., 1] >= -1) & (xy[..., 1] <= h)
-    )
+    xy, labeled = heatmap_coords(keypoints, image_size, heatmap_size)
     xs = torch.arange(w, dtype=keypoints.dtype, device=keypoints.device)
     ys = torch.arange(h, dtype=keypoints.dtype, device=keypoints.device)
     gx = torch.exp(-((xs - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., w)
     gy = torch.exp(-((ys - xy[..., 1:2]) ** 2) / (2 * sigma**2))  # (..., h)
-    return xy, gx, gy, finite & inside
+    return xy, gx, gy, labeled
 
 
 def render_heatmaps(

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from mvcore.data.heatmaps import gaussian_profiles, heatmap_to_keypoints, render_heatmaps
+from mvcore.data.heatmaps import (
+    gaussian_profiles,
+    heatmap_coords,
+    heatmap_to_keypoints,
+    render_heatmaps,
+)
 
 
 @pytest.mark.parametrize("downsample_factor", [0, 1, 2, 3])
@@ -76,3 +81,26 @@ def test_gaussian_profiles_are_the_separable_factors_of_render_heatmaps():
     assert torch.allclose(xy[labeled], (points[labeled] - 1.5) / 4.0)
     assert torch.equal(xy[~torch.isfinite(points).all(-1)], torch.full((23, 2), -0.375,
                                                                          dtype=torch.float64))
+
+
+def test_heatmap_coords_are_where_render_heatmaps_puts_each_keypoint():
+    """``heatmap_coords`` is the ``xy`` and ``labeled`` of ``gaussian_profiles``: the maximum
+    of each non-zero rendered map, and exactly the maps that are not all zero; its gradient is
+    the pixel scale, and zero (not NaN) for a NaN keypoint."""
+    generator = torch.Generator().manual_seed(4)
+    points = -40 + 340 * torch.rand(120, 2, generator=generator, dtype=torch.float64)
+    points[::7] = float("nan")
+    points = points.requires_grad_(True)
+    xy, labeled = heatmap_coords(points, (256, 192), (64, 48))
+    ref_xy, _, _, ref_labeled = gaussian_profiles(points, (256, 192), (64, 48), sigma=1.7)
+    assert torch.equal(xy, ref_xy) and torch.equal(labeled, ref_labeled)
+    maps = render_heatmaps(points.detach(), (256, 192), (64, 48))
+    assert torch.equal(labeled, maps.sum((-2, -1)) > 0)
+    inside = labeled & (xy[:, 0] >= 0) & (xy[:, 0] <= 47) & (xy[:, 1] >= 0) & (xy[:, 1] <= 63)
+    peak = maps[inside].flatten(1).argmax(1)
+    assert torch.equal(peak // 48, xy[inside, 1].detach().round().long())
+    assert torch.equal(peak % 48, xy[inside, 0].detach().round().long())
+    xy.sum().backward()
+    finite = torch.isfinite(points.detach()).all(-1)
+    assert torch.equal(points.grad[finite], torch.full_like(points.grad[finite], 0.25))
+    assert torch.equal(points.grad[~finite], torch.zeros_like(points.grad[~finite]))
