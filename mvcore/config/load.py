@@ -188,23 +188,29 @@ def _key_text(part: Any) -> str:
     return repr(part)
 
 
+def _error_path(item: dict[str, Any], prefix: str = "",
+                origin: dict[str, str] | None = None) -> tuple[tuple[Any, ...], str]:
+    """``(loc, key path as written)`` of one pydantic error (union branches left out)."""
+    loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+    if origin and loc and str(loc[0]) in origin:
+        return loc, ".".join([origin[str(loc[0])], *(_key_text(p) for p in loc[1:])])
+    return loc, ".".join([*([prefix] if prefix else []), *(_key_text(p) for p in loc)])
+
+
 def validation_problems(
-    error: ValidationError,
+    error: ValidationError | list[dict[str, Any]],
     model: type[BaseModel],
     prefix: str = "",
     origin: dict[str, str] | None = None,
 ) -> list[str]:
     """One readable line per pydantic error: key path, value and what is allowed.
 
-    ``prefix``: the key path of ``model``'s section; ``origin``: ``{field: key path}`` for
-    fields the user set elsewhere (a Lightning Pose key copied into a component's params)."""
+    ``error``: the ValidationError or some of its ``errors()``; ``prefix``: the key path of
+    ``model``'s section; ``origin``: ``{field: key path}`` for fields the user set elsewhere (a
+    Lightning Pose key copied into a component's params)."""
     lines = []
-    for item in error.errors():
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
-        if origin and loc and str(loc[0]) in origin:
-            path = ".".join([origin[str(loc[0])], *(_key_text(p) for p in loc[1:])])
-        else:
-            path = ".".join([*([prefix] if prefix else []), *(_key_text(p) for p in loc)])
+    for item in (error.errors() if isinstance(error, ValidationError) else error):
+        loc, path = _error_path(item, prefix, origin)
         value = item.get("input")
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) or []
@@ -247,9 +253,70 @@ def format_validation_error(
     return "\n".join([head, *("  " + line for line in lines)])
 
 
+#: values Lightning Pose's templates hold where the user must write one: OmegaConf's
+#: mandatory ``???`` and the template's ``/replace/with/your/path`` (or ``/path/to/...``)
+_PLACEHOLDER = re.compile(r"\?\?\?|/replace/with/.*|/path/to(/.*)?")
+
+
+def template_placeholders(raw: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(key path, value)`` of every value a template leaves to fill in, in file order:
+    placeholder strings (``_PLACEHOLDER``) as written, before references are resolved, so a
+    key that only refers to one (``${data.video_dir}``) is not listed; the sections mvcore
+    does not use are skipped."""
+    found: list[tuple[str, Any]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                walk(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                walk(child, f"{path}.{index}")
+        elif isinstance(value, str) and _PLACEHOLDER.fullmatch(value.strip()):
+            found.append((path, value))
+
+    for section, value in raw.items():
+        if section not in _UNRESOLVED_SECTIONS and section not in lightning_pose.IGNORED_KEYS:
+            walk(value, str(section))
+    return found
+
+
+def _single_view_problem(raw: dict[str, Any]) -> str | None:
+    """Lightning Pose's single-view configs (one label CSV, no ``data.view_names``; mirrored
+    rigs label every view in that one file): mvcore trains multi-view models only."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or data.get("view_names"):
+        return None
+    csv_file = data.get("csv_file")
+    if not (isinstance(csv_file, str) or (isinstance(csv_file, list) and len(csv_file) == 1)):
+        return None
+    return ("a single-view Lightning Pose config (data.csv_file names one label file and "
+            "there is no data.view_names); mvcore trains multi-view models: give one label CSV "
+            "per camera in data.csv_file and their names in data.view_names (a mirror rig: "
+            "split each view into its own CSV), or train this one with Lightning Pose")
+
+
+def _fill_in_line(placeholders: list[tuple[str, Any]]) -> str:
+    """One line naming the values a template leaves open, grouped by what they hold now."""
+    groups: dict[str, list[str]] = {}
+    for path, value in placeholders:
+        groups.setdefault("null" if value is None else repr(value), []).append(path)
+    listed = "; ".join(f"{', '.join(paths)} ({shown})" for shown, paths in groups.items())
+    return f"fill in the values left open (as in a template): {listed}"
+
+
 def parse_config(raw: dict[str, Any], source: str | None = None) -> MvConfig:
     """Pass 1: validate the shape of the config (Lightning Pose's component keys are lifted
-    into ``config.lightning_pose`` first; their values are checked by the components)."""
+    into ``config.lightning_pose`` first; their values are checked by the components).
+
+    A Lightning Pose single-view config is one line saying so; a template's placeholders
+    (``template_placeholders`` and nulls where a value is needed, such as the image size of
+    ``config_default_multiview.yaml``) are one line naming every value to fill in."""
+    where = f"invalid config {source}: " if source else ""
+    single_view = _single_view_problem(raw)
+    if single_view:
+        raise ConfigError(where + single_view)
+    placeholders = template_placeholders(raw)
     try:
         raw, lifted = lightning_pose.lift(_interpolate(raw))
     except ConfigError as exc:
@@ -259,9 +326,26 @@ def parse_config(raw: dict[str, Any], source: str | None = None) -> MvConfig:
     try:
         config = MvConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, MvConfig, source=source)) from None
+        if not placeholders and not any(i.get("input", 0) is None for i in exc.errors()):
+            raise ConfigError(format_validation_error(exc, MvConfig, source=source)) from None
+        items = [i for i in exc.errors() if i["type"] != "extra_forbidden"
+                 and i.get("input", 0) is None]
+        placeholders += [(_error_path(i)[1], None) for i in items]
+        others = validation_problems([i for i in exc.errors() if i not in items], MvConfig)
+        raise ConfigError(_problem_text([_fill_in_line(placeholders), *others], source)) \
+            from None
+    if placeholders:
+        raise ConfigError(_problem_text([_fill_in_line(placeholders)], source))
     config.lightning_pose = lifted
     return config
+
+
+def _problem_text(lines: list[str], source: str | None) -> str:
+    """``invalid config SOURCE: problem`` on one line, or a head line and indented lines."""
+    head = f"invalid config{f' {source}' if source else ''}:"
+    if len(lines) == 1:
+        return f"{head} {lines[0]}"
+    return "\n".join([head, *("  " + line for line in lines)])
 
 
 def dump_config(config: MvConfig) -> dict[str, Any]:

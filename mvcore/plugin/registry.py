@@ -31,8 +31,17 @@ from mvcore.errors import DuplicateComponentError, PluginError, UnknownComponent
 
 #: the distribution of mvcore's own plugins per kind, for install hints
 _OUR_PROVIDERS = {"loss": "mv-losses", "augmenter": "mv-aug3d", "backbone": "mv-vit"}
+#: names that mvcore's own plugins provide beyond those of ``_OUR_PROVIDERS`` (a config that
+#: names one while its plugin is missing is told which distribution to install):
+#: ``(kind, name) -> (distribution, its folder in the mvcore repository, what it is)``
+_OUR_NAMES = {
+    ("backbone", "heatmap"): ("mv-cnn", "plugins/mv_cnn",
+                              "Lightning Pose's per-view CNN model"),
+    ("backbone", "heatmap_multiview_transformer"): ("mv-vit", "plugins/mv_vit",
+                                                    "the multi-view transformer"),
+}
 #: mvcore's own plugins: on a name clash they keep the bare name (others depend on it)
-FIRST_PARTY = frozenset(_OUR_PROVIDERS.values())
+FIRST_PARTY = frozenset([*_OUR_PROVIDERS.values(), *(d for d, _, _ in _OUR_NAMES.values())])
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
@@ -289,6 +298,16 @@ class Registry:
 
     def unknown_message(self, name: str, key_path: str | None = None) -> str:
         where = f"{key_path}: " if key_path else ""
+        ours = _OUR_NAMES.get((self.kind, name))
+        if ours is not None:
+            dist, folder, what = ours
+            problems = self.plugin_problems.get(dist)
+            status = (f"which did not load ({problems[0]})" if problems else
+                      "which is not installed (or is disabled by MVCORE_DISABLE_PLUGINS / "
+                      "MVCORE_LOAD_PLUGINS)")
+            return (f"{where}{self.kind} {name!r} ({what}) comes with mvcore's plugin {dist}, "
+                    f"{status}: pip install {dist} (in the mvcore repository: "
+                    f"pip install -e {folder})")
         head = f"{where}unknown {self.kind} {name!r}."
         lines = []
         close = difflib.get_close_matches(name.rpartition(":")[2], self.names(), n=3, cutoff=0.5)

@@ -15,8 +15,8 @@ from mvcore.errors import ConfigError
 LP_MULTIVIEW = textwrap.dedent("""
     data:
       image_resize_dims: {height: 256, width: 256}
-      data_dir: /replace/with/your/path
-      video_dir: /replace/with/your/path
+      data_dir: /data/project
+      video_dir: /data/project/videos
       csv_file: [CollectedData_cam0.csv, CollectedData_cam1.csv]
       bbox_file: [bboxes_cam0.csv, bboxes_cam1.csv]
       view_names: [cam0, cam1]
@@ -97,7 +97,7 @@ def test_lightning_pose_multiview_config_loads_unchanged(tmp_path):
     }
     assert not hasattr(config.training, "patch_mask")  # the core schema does not carry it
     assert config.callbacks.anneal_weight.freeze_until_epoch == 60
-    assert config.eval.test_videos_directory == "/replace/with/your/path"  # interpolated
+    assert config.eval.test_videos_directory == "/data/project/videos"  # interpolated
     assert config.losses["supervised_reprojection_heatmap_mse"] == {"log_weight": 3.0}
     assert config.config_dir == str(tmp_path)
     dumped = dump_config(config)  # saved with a run: Lightning Pose's shape again
@@ -184,34 +184,74 @@ def test_references_inside_the_hydra_section_are_left_alone():
     assert config.eval.test_videos_directory == "videos"
 
 
+#: values ``config_default_multiview.yaml`` leaves to fill in, filled
+FILLED = ["data.image_resize_dims.height=256", "data.image_resize_dims.width=256",
+          "data.data_dir=/data/project", "data.video_dir=/data/project/videos"]
+
+
 def test_lightning_pose_multiview_template_loads_once_its_placeholders_are_filled(shared_data):
     path = shared_data / "lightning-pose-configs" / "config_default_multiview.yaml"
-    with pytest.raises(ConfigError) as info:  # the template leaves the image size to fill
+    with pytest.raises(ConfigError) as info:  # the template leaves paths and the size to fill
         load_config(path)
-    assert "data.image_resize_dims.height: Input should be a valid integer" in str(info.value)
-    assert "hydra" not in str(info.value)
-    config = load_config(path, ["data.image_resize_dims.height=256",
-                                "data.image_resize_dims.width=256"])
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"invalid config {path}: fill in the values left open")
+    for key in ("data.data_dir", "data.video_dir", "data.image_resize_dims.height",
+                "data.image_resize_dims.width"):
+        assert key in message
+    assert "'/replace/with/your/path'" in message and "(null)" in message
+    # a reference to a placeholder is not one to fill in; the hydra section is left alone
+    assert "eval.test_videos_directory" not in message and "hydra" not in message
+    with pytest.raises(ConfigError, match=r"fill in .*: data.data_dir, data.video_dir \("):
+        load_config(path, FILLED[:2])
+    config = load_config(path, FILLED)
     assert config.lightning_pose["model.backbone"] == "vits_dino"
     assert config.data.view_names == ["cam0", "cam1"]
+    assert config.eval.test_videos_directory == "/data/project/videos"
+    assert config.hydra["sweep"]["subdir"] == "${hydra.job.num}"
+
+
+@pytest.mark.parametrize("value", ["???", "/path/to/your/project", "/replace/with/your/path"])
+def test_a_placeholder_anywhere_is_named_with_other_problems(value):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"data": {"data_dir": value, "view_names": ["a", "b"]},
+                      "training": {"train_batch_size": 0}}, source="cfg.yaml")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "invalid config cfg.yaml:"
+    assert lines[1] == ("  fill in the values left open (as in a template): "
+                        f"data.data_dir ({value!r})")
+    assert lines[2] == "  training.train_batch_size: must be >= 1 (got 0)"
+
+
+def test_a_single_view_lightning_pose_config_is_one_line():
+    for csv_file in ("CollectedData.csv", ["CollectedData.csv"]):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"data": {"csv_file": csv_file}}, source="cfg.yaml")
+        message = str(info.value)
+        assert len(message.splitlines()) == 1
+        assert message.startswith("invalid config cfg.yaml: a single-view Lightning Pose config")
+        assert "data.view_names" in message
 
 
 # ----------------------------------------------------------------------------- ranges
 
-#: LP's shipped configs that mvcore does not load: crim13 sets ``training.dropout_rate``,
-#: a key of Lightning Pose's single-view regression models that mvcore does not know
-_NOT_LOADED = {"config_crim13.yaml"}
+#: LP's shipped multi-view configs; the others are single-view (one label CSV, no view names)
+_MULTIVIEW = {"config_default_multiview.yaml", "config_mirror-mouse-example_split.yaml"}
 
 
-def test_every_shipped_lightning_pose_config_is_in_range(shared_data):
-    """The ranges accept every value Lightning Pose ships (its configs load unchanged)."""
+def test_every_shipped_lightning_pose_config_is_in_range_or_single_view(shared_data):
+    """The ranges accept every value Lightning Pose ships (its multi-view configs load
+    unchanged); its single-view configs are one line saying so."""
     paths = sorted((shared_data / "lightning-pose-configs").glob("*.yaml"))
-    assert len(paths) >= 5
+    assert len(paths) >= 5 and _MULTIVIEW <= {p.name for p in paths}
     for path in paths:
-        if path.name in _NOT_LOADED:
+        if path.name in _MULTIVIEW:
+            load_config(path, FILLED)
             continue
-        load_config(path, ["data.image_resize_dims.height=256",
-                           "data.image_resize_dims.width=256"])
+        with pytest.raises(ConfigError) as info:
+            load_config(path, FILLED)
+        assert len(str(info.value).splitlines()) == 1
+        assert "a single-view Lightning Pose config" in str(info.value)
 
 
 @pytest.mark.parametrize(("key", "value", "rule"), [

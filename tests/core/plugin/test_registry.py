@@ -27,6 +27,21 @@ def test_empty_registry_says_what_to_install():
         registry.get("heatmap_mse")
 
 
+@pytest.mark.parametrize(("name", "dist"), [("heatmap", "mv-cnn"),
+                                            ("heatmap_multiview_transformer", "mv-vit")])
+def test_a_name_of_our_own_plugins_names_the_distribution_to_install(name, dist):
+    registry = Registry("backbone")
+    registry.scoped("acme-backbones", "1.0").add(BoneLengthLoss, name="acme_net")
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get(name, key_path="model.model_type")
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"model.model_type: backbone {name!r} (")
+    assert f"comes with mvcore's plugin {dist}, which is not installed" in message
+    assert f"pip install {dist} " in message
+    assert f"pip install -e plugins/{dist.replace('-', '_')}" in message
+
+
 def test_lazy_targets_import_on_first_use():
     manager = get_plugin_manager(load_entrypoints=False)
     manager.register(LazyPlugin(), name="lazy")
