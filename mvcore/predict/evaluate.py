@@ -58,6 +58,7 @@ __all__ = [
     "PCK_FRACTION",
     "PCK_THRESHOLDS_PX",
     "EvaluationResult",
+    "compute_evaluation",
     "evaluate_model",
     "frame_numbers",
     "load_predictions",
@@ -252,8 +253,32 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
                    out_dir: str | Path | None = None) -> EvaluationResult:
     """Compute every metric (module docstring) and write the CSVs to ``out_dir``
     (default ``MODEL_DIR/eval``)."""
+    result = compute_evaluation(model_dir, csv_files, ground_truth_3d, confidence_threshold)
+    out = writable_dir(out_dir if out_dir is not None else Path(model_dir) / "eval",
+                       "--out" if out_dir is not None else "evaluation folder")
+    tables = {"pixel_error": result.pixel_error, "pck": result.pck,
+              "prediction_reprojection_error": result.reprojection_error,
+              "error_3d": result.error_3d,
+              "summary": pd.DataFrame({"metric": list(result.summary),
+                                       "value": list(result.summary.values())})}
+    with DirectoryLock(out, "evaluate"):
+        # summary.csv is written last: without it the folder holds no finished evaluation
+        (out / "summary.csv").unlink(missing_ok=True)
+        for name, table in tables.items():
+            path = out / f"{name}.csv"
+            if table is None:
+                path.unlink(missing_ok=True)  # an earlier evaluation's: not this one's
+                continue
+            with atomic_path(path) as partial:
+                table.to_csv(partial, index=False)
+            result.written.append(path)
+    return result
 
 
+def compute_evaluation(model_dir: str | Path, csv_files: list[str | Path] | None = None,
+                       ground_truth_3d: str | Path | None = None,
+                       confidence_threshold: float | None = None) -> EvaluationResult:
+    """Every metric of ``evaluate_model``, written nowhere (the HTML report shows them)."""
     model_dir = Path(model_dir)
     config = load_model_config(model_dir)
     project = MultiviewProject.from_config(config)
@@ -308,25 +333,7 @@ def evaluate_model(model_dir: str | Path, csv_files: list[str | Path] | None = N
     main = next((s for s in ("test", "validation") if s in masks), "all")
     summary = _summary(pixel, pck_table, reprojection, error_3d)
     summary["confidence_threshold_3d"] = threshold
-    result = EvaluationResult(pixel, pck_table, reprojection, error_3d, summary, main)
-    out = writable_dir(out_dir if out_dir is not None else model_dir / "eval",
-                       "--out" if out_dir is not None else "evaluation folder")
-    tables = {"pixel_error": pixel, "pck": pck_table,
-              "prediction_reprojection_error": reprojection, "error_3d": error_3d,
-              "summary": pd.DataFrame({"metric": list(summary),
-                                       "value": list(summary.values())})}
-    with DirectoryLock(out, "evaluate"):
-        # summary.csv is written last: without it the folder holds no finished evaluation
-        (out / "summary.csv").unlink(missing_ok=True)
-        for name, table in tables.items():
-            path = out / f"{name}.csv"
-            if table is None:
-                path.unlink(missing_ok=True)  # an earlier evaluation's: not this one's
-                continue
-            with atomic_path(path) as partial:
-                table.to_csv(partial, index=False)
-            result.written.append(path)
-    return result
+    return EvaluationResult(pixel, pck_table, reprojection, error_3d, summary, main)
 
 
 def _summary(pixel: Any, pck_table: Any, reprojection: Any | None,
