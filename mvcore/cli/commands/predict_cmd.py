@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(<out>/.mvcore/<session>.json, written last) matches its videos, calibration, "
             "checkpoint and settings, and predicted again otherwise. The output folder is "
             "locked while predict runs. A video that fails part-way keeps the frames before "
-            "it as <session>_<view>.incomplete.csv (and exits 2). See docs/predict.md."
+            "it as <session>_<view>.incomplete.csv (and exits 2). --devices N shares the "
+            "sessions out among N processes (one per GPU); under srun or torchrun each "
+            "process is one of them (docs/cluster.md). See docs/predict.md."
         ),
     )
     parser.add_argument("model_dir", help="model directory written by `mvcore train`")
@@ -46,7 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="anipose calibration to use instead of the project's")
     parser.add_argument("--overwrite", action="store_true",
                         help="predict sessions whose manifest matches too")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cuda if any); with --devices, the type "
+                             "(cuda, cpu): process r of a node uses cuda:r")
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="processes per node, one per GPU, each predicting whole sessions "
+                             "(default 1; under srun or torchrun: the processes they started)")
+    parser.add_argument("--num-nodes", type=int, default=None, metavar="M",
+                        help="nodes of a run started by srun or torchrun (default 1); "
+                             "--devices x --num-nodes must be the number of processes")
     parser.set_defaults(func=run)
 
 
@@ -54,18 +65,28 @@ def run(args: argparse.Namespace) -> int:
     # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.data.triangulate import DEFAULT_CONFIDENCE_THRESHOLD
     from mvcore.errors import ConfigError
-    from mvcore.predict.video import predict_videos
+    from mvcore.predict.distributed import RankFailed, predict_distributed
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     threshold = args.confidence_threshold
-    results = predict_videos(
-        args.model_dir, video_dir=args.videos, session=args.session, out_dir=args.out,
-        batch_size=args.batch_size, precision=args.precision, labeled_video=args.labeled_video,
-        overwrite=args.overwrite, checkpoint=args.checkpoint,
-        confidence_threshold=DEFAULT_CONFIDENCE_THRESHOLD if threshold is None else threshold,
-        video_threshold=args.video_threshold, calibration=args.calibration, device=args.device,
-    )
-    done = sum(r.status == "predicted" for r in results)
-    print(f"{done} session(s) predicted, {len(results) - done} skipped")
+    try:
+        run = predict_distributed(
+            args.model_dir, video_dir=args.videos, session=args.session, out_dir=args.out,
+            batch_size=args.batch_size, precision=args.precision,
+            labeled_video=args.labeled_video, overwrite=args.overwrite,
+            checkpoint=args.checkpoint,
+            confidence_threshold=DEFAULT_CONFIDENCE_THRESHOLD if threshold is None
+            else threshold, video_threshold=args.video_threshold,
+            calibration=args.calibration, device=args.device, devices=args.devices,
+            num_nodes=args.num_nodes,
+        )
+    except RankFailed as exc:  # a process crashed or died: not a mistake in the input
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not run.is_main:  # rank 0 reports for every process
+        return run.exit_code
+    done = sum(r.status == "predicted" for r in run.results)
+    by = f" by {run.processes} processes" if run.processes > 1 else ""
+    print(f"{done} session(s) predicted{by}, {len(run.results) - done} skipped")
     return 0
