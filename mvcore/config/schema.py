@@ -122,6 +122,10 @@ class TrainingConfig(_Strict):
     num_gpus: NonNegativeInt = 1
     num_workers: NonNegativeInt = 2
     num_nodes: PositiveInt = 1
+    #: mvcore: devices per node for every accelerator (GPUs, or processes on the CPU), more
+    #: than one (or num_nodes > 1) trains with Lightning's DDP; set, it wins over num_gpus;
+    #: None: num_gpus on a GPU, 1 on the CPU
+    devices: PositiveInt | None = None
     unfreezing_epoch: NonNegativeInt | None = 20
     unfreezing_step: NonNegativeInt | None = None
     min_epochs: NonNegativeInt | None = 300
