@@ -23,13 +23,14 @@ from mvcore.cli.commands import (
     example_cmd,
     plugins_cmd,
     predict_cmd,
+    report_cmd,
     train_cmd,
     triangulate_cmd,
 )
 from mvcore.errors import MvcoreError
 
-CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, predict_cmd, evaluate_cmd, example_cmd,
-                 triangulate_cmd, calib_cmd)
+CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, predict_cmd, evaluate_cmd, report_cmd,
+                 example_cmd, triangulate_cmd, calib_cmd)
 
 
 def build_parser(with_plugin_commands: bool = True) -> argparse.ArgumentParser:
