@@ -88,6 +88,10 @@ def test_declared_dependencies_are_the_imported_ones(dist):
     declared, extras = _declared(pyproject)
     declared -= {"mvcore", "tomli"}
     assert needed <= declared, f"{dist} imports but does not declare {sorted(needed - declared)}"
-    assert declared <= needed, f"{dist} declares but never imports {sorted(declared - needed)}"
+    # a declared library may be imported inside an ImportError guard (TensorBoard, which
+    # mvcore.training.fit uses when importable): installed by default, yet not required
+    imported = needed | distributions(optional)
+    assert declared <= imported, (
+        f"{dist} declares but never imports {sorted(declared - imported)}")
     wanted = distributions(optional) - declared
     assert wanted <= extras, f"{dist}: optional imports {sorted(wanted - extras)} are in no extra"
