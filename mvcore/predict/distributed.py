@@ -459,12 +459,28 @@ def _join(rank: Rank, store: Any) -> None:
                           "share") from None
 
 
+def _agent_store(rank: Rank) -> str | None:
+    """torchrun's agent serves a store at ``MASTER_ADDR:MASTER_PORT`` for its processes
+    (``TORCHELASTIC_USE_AGENT_STORE``): the prefix of this attempt's keys there (a restarted
+    run must not read the keys of the attempt before), else None."""
+    env = os.environ
+    if (env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and rank.launcher == "torchrun"
+            and env.get("MASTER_ADDR") == rank.address
+            and env.get("MASTER_PORT") == str(rank.port)):
+        return f"mvcore-predict/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return None
+
+
 def _store(rank: Rank, listen_fd: int | None = None) -> Any:
     """The rendezvous store: rank 0 serves it (``listen_fd``: a socket it already listens
-    on), the others connect to it; one line when the processes do not meet."""
+    on), the others connect to it (all of them, to torchrun's agent's store where it serves
+    one); one line when the processes do not meet."""
+    agent = _agent_store(rank)
     try:
-        return dist.TCPStore(rank.address, rank.port, rank.world_size, rank.rank == 0,
-                             timeout=RENDEZVOUS_TIMEOUT, master_listen_fd=listen_fd)
+        store = dist.TCPStore(rank.address, rank.port, rank.world_size,
+                              rank.rank == 0 and agent is None, timeout=RENDEZVOUS_TIMEOUT,
+                              master_listen_fd=listen_fd)
+        return store if agent is None else dist.PrefixStore(agent, store)
     except RuntimeError as exc:
         detail = str(exc).strip().splitlines()[0]
         seconds = int(RENDEZVOUS_TIMEOUT.total_seconds())

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -276,6 +277,35 @@ def test_under_torchrun_each_process_is_one_rank_and_rank_0_holds_the_folder(
     assert sorted(codes) == sorted(p.pid for p in ranks) and set(codes.values()) == {"2"}
     holder = ranks[0].pid  # rank 0 took the lock; rank 1 writes under it
     assert len(re.findall(rf"is in use by mvcore predict \(pid {holder} on ", printed.err)) == 2
+
+
+RUNNER = """import sys
+from predict_models import predict_cli, use_tiny_components
+use_tiny_components()
+sys.exit(predict_cli(*sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_real_torchrun_shares_the_sessions_through_its_agents_store(three_sessions, tmp_path):
+    """torchrun itself (two fresh processes, its agent's rendezvous store): the same bytes as
+    one process, rank 0's summary, nothing refused or retried."""
+    model_dir, out = three_sessions, tmp_path / "two"
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER)
+    helpers = str(Path(__file__).parents[2] / "helpers")
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN}
+    env["PYTHONPATH"] = os.pathsep.join([helpers, env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+         "2", str(runner), str(model_dir), "--out", str(out), "--devices", "2"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "3 session(s) predicted by 2 processes, 0 skipped" in done.stdout
+    assert "failed to bind" not in done.stderr  # every process a client of the agent's store
+    assert predict_cli(model_dir, "--out", str(tmp_path / "one")) == 0
+    assert csv_bytes(out) == csv_bytes(tmp_path / "one")
+    assert _done(out) == _done(tmp_path / "one")
 
 
 # ----------------------------------------------------------------------------- the parts
