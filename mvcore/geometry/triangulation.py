@@ -18,6 +18,31 @@ Every solve checks the meaning of its answer, not only its numbers:
 
 ``triangulate_checked`` returns the points with these findings per view and keypoint;
 ``triangulate`` and ``triangulate_pairs`` return the points only.
+
+**The solve.** Each point is the homogeneous least-squares DLT solution: the eigenvector
+``v = (x, 1)`` of the smallest eigenvalue ``l`` of the 4x4 normal matrix
+``M = [[H, g], [g^T, c]] = A^T A`` of its conditioned rows. It is found in closed form, without
+an eigen-decomposition (a batched LAPACK ``eigh`` of 4x4 matrices costs ~5 us per matrix on a
+CPU): ``x(l) = -(H - l I)^-1 g`` with the 3x3 inverse written out through its adjugate
+(``adj(H - l I) = adj H + l (H - tr(H) I) + l^2 I``), starting from ``l = 0`` (the
+inhomogeneous least-squares point, the 3x3 normal equations: another estimator) and updating
+``l`` twice to the Rayleigh quotient of ``(x, 1)``. Each update squares the error (the quotient
+is second-order accurate), so from the ~1e-3 relative gap between the inhomogeneous and the
+homogeneous point of noisy labels the result is the homogeneous estimator to 1e-10 relative
+(``_SOLVE_TOL``; systems that fail the test get more updates, then an exact ``eigh``).
+``tests/core/geometry/test_fast_paths.py`` pins values and gradients to the ``eigh`` solver
+this replaced, kept as ``mvcore.geometry._reference``. A system that passes the test keeps its
+value, so a point's result does not depend on the other points of the batch, bit for bit. The
+normal matrices are built from per-view terms in one matrix product per call (no per-point
+3x4 matrices), and everything runs on contiguous per-component tensors, so a call is a few
+hundred elementwise kernels whatever B, V and K.
+
+Gradients are exact and cheap: the Newton undistortion and the solve have hand-written
+backward passes (implicit function theorem at the solution: for the solve,
+``dx = -(H - l I)^-1 (dg + dH x - dl x)`` with ``dl = v^T dM v / v^T v``), so no gradient
+algebra runs under ``no_grad`` and the iterations are not unrolled; near-singular systems
+(parallel rays, duplicated cameras) keep the determinant at least ``1e-12 tr(H)^3`` so that
+values and gradients stay finite (such points are then NaN by the ray-angle check).
 """
 
 from __future__ import annotations
@@ -31,10 +56,10 @@ from torch import Tensor
 from mvcore.geometry.projection import (
     _apply_intrinsics,
     _distort_with_jacobian,
+    _normalized_components,
     _safe_depth,
-    _to_normalized,
+    _undistort_components,
     _world_to_camera,
-    undistort_points,
 )
 
 __all__ = [
@@ -58,11 +83,33 @@ DEFAULT_MIN_RAY_ANGLE = 1.0
 #: median; the unconditioned DLT gave 1.2 mm median there).
 FLOAT32_RELATIVE_ERROR = 2e-5
 
-# Eigen-gaps of the DLT normal matrix below this fraction of its largest eigenvalue are clamped
-# in the backward pass (exactly parallel rays / duplicated cameras would give 1/0).
-_MIN_REL_GAP = 1e-12
-# Homogeneous w is kept >= this when dehomogenising (unit-norm v, so |X| <= 1e12 spreads):
-# points at infinity from parallel rays stay finite, also after a cast to float32.
+# det(H - l I) is kept >= this times tr(H)^3 (its smallest eigenvalue >= ~1e-12 of the largest):
+# exactly parallel rays or duplicated cameras give large but finite points and gradients.
+_MIN_REL_DET = 1e-12
+# Entries (row, column) of a symmetric 4x4 normal matrix in the order the solver reads them:
+# H00 H01 H02 H11 H12 H22, g0 g1 g2 (column 3), c.
+_ENTRY_ROWS = (0, 0, 0, 1, 1, 2, 0, 1, 2, 3)
+_ENTRY_COLS = (0, 1, 2, 1, 2, 2, 3, 3, 3, 3)
+# Rayleigh-quotient (Newton) updates of the eigenvalue estimate (each squares the error).
+_EIGEN_UPDATES = 2
+# A solve counts as converged when its next update would move x by less than this (relative).
+_SOLVE_TOL = 1e-10
+# Further updates (one convergence test each) before the exact eigh of what still fails.
+_EXTRA_UPDATES = 3
+# The 10 stored entries as indices into a flattened 4x4 matrix.
+_ENTRY_FLAT = tuple(4 * i + j for i, j in zip(_ENTRY_ROWS, _ENTRY_COLS, strict=True))
+# The products of the rows (a, b, c) of a conditioned camera that make the 4 per-view terms of
+# _view_terms: c c^T, -(c a^T + a c^T), -(c b^T + b c^T), a a^T + b b^T.
+_TERM_MIX = (
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    ((0.0, 0.0, -1.0), (0.0, 0.0, 0.0), (-1.0, 0.0, 0.0)),
+    ((0.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0)),
+    ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 0.0)),
+)
+# Where each of the 16 entries of a 4x4 normal matrix is among the 10 stored ones.
+_FULL_ENTRIES = (0, 1, 2, 6, 1, 3, 4, 7, 2, 4, 5, 8, 6, 7, 8, 9)
+# Homogeneous w is kept >= this when an eigenvector is dehomogenised (unit-norm v, so |X| <=
+# 1e12 spreads): points at infinity from parallel rays stay finite.
 _MIN_W = 1e-12
 
 
@@ -120,146 +167,314 @@ def _solve_dtype(t: Tensor, requested: torch.dtype | None) -> torch.dtype:
     return t.dtype if t.device.type == "mps" else torch.float64
 
 
-def _world_frame(centers: Tensor, views: Tensor) -> tuple[Tensor, Tensor]:
-    """Conditioning frame of each point's solve: the centroid ``(..., K, 3)`` of the centres
-    ``(..., V, 3)`` of the views that take part (``views (..., V, K)``) and their RMS distance
-    from it ``(..., K)`` (1 where they coincide or are fewer than two). Differentiable; it
-    depends only on the cameras that take part, so unused cameras change nothing."""
-    weight = views.to(centers.dtype).unsqueeze(-1)  # (..., V, K, 1)
-    count = weight.sum(-3).clamp(min=1.0)  # (..., K, 1)
-    origin = (weight * centers.unsqueeze(-2)).sum(-3) / count
-    offsets = centers.unsqueeze(-2) - origin.unsqueeze(-3)  # (..., V, K, 3)
-    spread = (weight * offsets.square()).sum((-3, -1)) / count.squeeze(-1)
-    positive = spread > 0
-    return origin, torch.where(positive, spread, torch.ones_like(spread)).sqrt()
+# ------------------------------------------------------------------ the closed-form solve
 
 
-def _normalised_xy(
-    points: Tensor, intrinsics: Tensor, distortions: Tensor | None, undistort: bool
-) -> tuple[Tensor, Tensor]:
-    """Pixels ``(..., V, K, 2)`` -> normalised image coordinates and their validity."""
-    if undistort and distortions is not None:
-        return undistort_points(points, intrinsics, distortions)
-    return _to_normalized(points, intrinsics)
+class _HomogeneousSolve(torch.autograd.Function):
+    """Symmetric normal matrices ``(..., 10, K)`` (entries in ``_ENTRY_ROWS/COLS`` order) and
+    ``ok (..., K)`` -> dehomogenised smallest eigenvectors ``x (..., 3, K)`` (module
+    docstring); 0 where not ``ok`` (callers mark those NaN, so no NaN enters a gradient)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, normal: Tensor, ok: Tensor
+    ) -> Tensor:
+        # not ok -> H = 2 I, g = 0, c = 1: x = 0, l = 1 (a converged, harmless system)
+        filler = normal.new_tensor([2.0, 0, 0, 2, 0, 2, 0, 0, 0, 1]).unsqueeze(-1)
+        entries = torch.where(ok.unsqueeze(-2), normal, filler).movedim(-2, 0).contiguous()
+        a, b, c, d, e, f, g0, g1, g2, cst = entries.unbind(0)
+        # adjugate (cofactors) of H, and what x(l) needs for any shift l:
+        # adj(H - l I) g = adj(H) g + l (H g - tr g) + l^2 g,
+        # det(H - l I) = det H - l (A + D + F) + l^2 tr - l^3
+        cof = [(d * f).addcmul_(e, e, value=-1.0), (c * e).addcmul_(b, f, value=-1.0),
+               (b * e).addcmul_(c, d, value=-1.0), (a * f).addcmul_(c, c, value=-1.0),
+               (b * c).addcmul_(a, e, value=-1.0), (a * d).addcmul_(b, b, value=-1.0)]
+        det0 = (a * cof[0]).addcmul_(b, cof[1]).addcmul_(c, cof[2])
+        trace = a + d + f
+        minors = cof[0] + cof[3] + cof[5]
+        floor = trace.abs().pow_(3).mul_(_MIN_REL_DET).clamp_(min=torch.finfo(a.dtype).tiny)
+        g = (g0, g1, g2)
+        y0 = [(cof[0] * g0).addcmul_(cof[1], g1).addcmul_(cof[2], g2),
+              (cof[1] * g0).addcmul_(cof[3], g1).addcmul_(cof[4], g2),
+              (cof[2] * g0).addcmul_(cof[4], g1).addcmul_(cof[5], g2)]
+        y1 = [(a * g0).addcmul_(b, g1).addcmul_(c, g2).addcmul_(trace, g0, value=-1.0),
+              (b * g0).addcmul_(d, g1).addcmul_(e, g2).addcmul_(trace, g1, value=-1.0),
+              (c * g0).addcmul_(e, g1).addcmul_(f, g2).addcmul_(trace, g2, value=-1.0)]
+
+        def determinant(lam: Tensor) -> Tensor:
+            """det(H - l I), kept >= ``floor`` (systems where it is not are tested as not
+            converged, and are then solved by eigh: there it is >= 0)."""
+            det = (trace - lam).mul_(lam).sub_(minors).mul_(lam).add_(det0)
+            return torch.maximum(det, floor)
+
+        def point(lam: Tensor) -> tuple[list[Tensor], Tensor]:
+            """``x(l) = -adj(H - l I) g / det(H - l I)`` componentwise, and the determinant."""
+            det = determinant(lam)
+            scale = det.reciprocal().neg_()
+            lam2 = lam * lam
+            return [torch.addcmul(y, lam, z).addcmul_(lam2, gi).mul_(scale)
+                    for y, z, gi in zip(y0, y1, g, strict=True)], det
+
+        def newton(x: list[Tensor], lam: Tensor | None) -> Tensor:
+            """Next ``l``: the Rayleigh quotient of ``(x(l), 1)``, which is also Newton's step
+            on ``c - l + g.x(l) = 0`` (module docstring): ``l + (c - l + g.x) / (1 + |x|^2)``."""
+            gx = (g0 * x[0]).addcmul_(g1, x[1]).addcmul_(g2, x[2]).add_(cst)
+            xx = (x[0] * x[0]).addcmul_(x[1], x[1]).addcmul_(x[2], x[2]).add_(1.0)
+            return gx.div_(xx) if lam is None else gx.sub_(lam).div_(xx).add_(lam)
+
+        def converged(lam: Tensor, det: Tensor, step: Tensor) -> Tensor:
+            """Whether ``l`` is H's smallest eigenvalue to ``_SOLVE_TOL``: ``H - l I`` is
+            positive definite (then ``l`` is the only root of the secular equation below H's
+            smallest eigenvalue: the three elementary symmetric functions of ``H - l I`` are
+            positive) and the next step moves ``x`` by at most ``_SOLVE_TOL`` relative
+            (``|dx| <= |dl| |x| / mu`` with ``mu >= det / minors`` the smallest eigenvalue of
+            ``H - l I``)."""
+            shifted_minors = (trace * lam).mul_(-2.0).addcmul_(lam, lam, value=3.0).add_(minors)
+            return ((trace > 3.0 * lam) & (shifted_minors > 0) & (det > floor)
+                    & (step.mul_(shifted_minors) <= _SOLVE_TOL * det))
+
+        det = torch.maximum(det0, floor)
+        scale = det.reciprocal().neg_()
+        x = [y.mul(scale) for y in y0]  # l = 0: the inhomogeneous least-squares point
+        lam = newton(x, None)
+        # _EIGEN_UPDATES updates, then a test; systems far from converged (rays that miss each
+        # other by much, as untrained predictions give) get up to _EXTRA_UPDATES more, one
+        # test each; near-degenerate rays (where the first update can jump past H's smallest
+        # eigenvalue) and what else still fails get an exact eigh.
+        # A system that passes the test keeps its l (and so its x): a point's result does not
+        # depend on the other points of the batch, bit for bit.
+        for i in range(_EIGEN_UPDATES + _EXTRA_UPDATES):
+            x, det = point(lam)
+            following = newton(x, lam)
+            if i + 1 < _EIGEN_UPDATES:
+                lam = following
+                continue
+            bad = ok & ~converged(lam, det, (following - lam).abs_())
+            if not bool(bad.any()) or i + 1 == _EIGEN_UPDATES + _EXTRA_UPDATES:
+                break
+            lam = torch.where(bad, following, lam)
+        out = torch.stack(x, 0)
+        if bool(bad.any()):
+            lam = _eigh_fallback(entries, bad, out, lam)
+            det = determinant(lam)
+        out = out.movedim(0, -2)
+        ctx.save_for_backward(entries, out, lam, det, *cof, ok)
+        return out
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor, None]:
+        entries, out, lam, det, *cof, ok = ctx.saved_tensors
+        a, b, c, d, e, f = entries[:6]
+        x = out.unbind(-2)
+        q = grad.unbind(-2)
+        # z = -(H - l I)^-1 q, with adj(H - l I) q = adj(H) q + l H q + (l^2 - l tr) q
+        mix = (lam * lam).addcmul_(lam, a + d + f, value=-1.0)
+        scale = det.reciprocal().neg_()
+        rows = ((0, 1, 2), (1, 3, 4), (2, 4, 5))
+        h = (a, b, c, d, e, f)
+        z = []
+        for r in rows:
+            adj_q = (cof[r[0]] * q[0]).addcmul_(cof[r[1]], q[1]).addcmul_(cof[r[2]], q[2])
+            h_q = (h[r[0]] * q[0]).addcmul_(h[r[1]], q[1]).addcmul_(h[r[2]], q[2])
+            z.append(adj_q.addcmul_(lam, h_q).addcmul_(mix, q[len(z)]).mul_(scale))
+        # dx = -(H - l I)^-1 (dg + dH x - dl x), dl = v^T dM v / v^T v with v = (x, 1):
+        # d/dH_ii = x_i t_i, d/dH_ij = x_j t_i + x_i t_j, d/dg_i = t_i - gamma x_i,
+        # d/dc = -gamma, where gamma = z.x / (1 + |x|^2) and t = z - gamma x
+        gamma = (z[0] * x[0]).addcmul_(z[1], x[1]).addcmul_(z[2], x[2]).div_(
+            (x[0] * x[0]).addcmul_(x[1], x[1]).addcmul_(x[2], x[2]).add_(1.0))
+        t = [torch.addcmul(zi, gamma, xi, value=-1.0) for zi, xi in zip(z, x, strict=True)]
+        out_grad = torch.stack([
+            x[0] * t[0], torch.addcmul(x[1] * t[0], x[0], t[1]),
+            torch.addcmul(x[2] * t[0], x[0], t[2]), x[1] * t[1],
+            torch.addcmul(x[2] * t[1], x[1], t[2]), x[2] * t[2],
+            *(torch.addcmul(ti, gamma, xi, value=-1.0) for ti, xi in zip(t, x, strict=True)),
+            gamma.neg(),
+        ], -2)
+        return torch.where(ok.unsqueeze(-2), out_grad, torch.zeros_like(out_grad)), None
 
 
-def _dlt_normal_matrices(
-    xy: Tensor, valid: Tensor, weights: Tensor, extrinsics: Tensor, origin: Tensor, spread: Tensor
-) -> Tensor:
-    """Per-view DLT normal matrices ``A_v^T A_v (..., V, K, 4, 4)`` in the conditioned frame
-    ``origin (..., K, 3)``, ``spread (..., K)``.
+def _eigh_fallback(entries: Tensor, bad: Tensor, out: Tensor, lam: Tensor) -> Tensor:
+    """Exact smallest eigenvectors (batched ``eigh``) for the ``bad (..., K)`` systems of
+    ``entries (10, ..., K)``, written into ``out (3, ..., K)`` in place; returns the eigenvalue
+    estimates ``lam (..., K)`` with those systems' values."""
+    index = bad.flatten().nonzero().squeeze(1)
+    full = entries.flatten(1)[list(_FULL_ENTRIES)][:, index]  # (16, n)
+    evals, evecs = torch.linalg.eigh(full.T.reshape(-1, 4, 4))
+    v = evecs[..., 0]
+    v = v * torch.where(v[:, 3:] < 0, -1.0, 1.0).to(v.dtype)  # w >= 0
+    x = v[:, :3] / v[:, 3:].clamp(min=_MIN_W)
+    out.view(3, -1)[:, index] = x.T
+    return lam.flatten().index_put((index,), evals[:, 0]).view_as(lam)
 
-    With world ``X = origin + spread * X'`` the camera ``[R|t]`` becomes
-    ``P' = [spread R | R origin + t]`` and ``A_v`` has the rows ``w (x P'3 - P'1)`` and
-    ``w (y P'3 - P'2)`` for undistorted normalised ``(x, y)``; invalid views have zero rows.
+
+# ------------------------------------------------------------------ normal matrices
+
+
+def _camera_frame(centers: Tensor) -> tuple[Tensor, Tensor]:
+    """Centroid ``(..., 3)`` and RMS distance from it ``(...)`` (1 where the cameras
+    coincide) of camera centres ``(..., V, 3)``: the conditioning frame of a camera set."""
+    origin = centers.mean(-2)
+    spread = (centers - origin.unsqueeze(-2)).square().sum(-1).mean(-1)
+    return origin, torch.where(spread > 0, spread, torch.ones_like(spread)).sqrt()
+
+
+def _view_terms(extrinsics: Tensor, origin: Tensor, spread: Tensor) -> Tensor:
+    """Per-view terms of the DLT normal matrices in the frame ``origin (..., 3)``, ``spread
+    (...)`` of cameras ``(..., V, 3, 4)`` -> ``(..., 10, 4V)``.
+
+    With world ``X = origin + spread X'`` a camera ``[R|t]`` becomes ``P' = [spread R | R origin
+    + t]`` with rows ``a, b, c``; a point ``(x, y)`` of weight ``w`` adds the rows ``w (x c - a)``
+    and ``w (y c - b)``, i.e. ``w^2 ((x^2 + y^2) c c^T - x (c a^T + a c^T) - y (c b^T + b c^T)
+    + a a^T + b b^T)`` to ``A^T A``: the matrix product of these terms with the coefficients
+    ``w^2 (x^2 + y^2, x, y, 1)`` of every view (``_coefficients``) is the normal matrix."""
+    rot, t = extrinsics[..., :3], extrinsics[..., 3]
+    shifted = (rot @ origin[..., None, :, None]).squeeze(-1) + t  # (..., V, 3)
+    proj = torch.cat([rot * spread[..., None, None, None], shifted.unsqueeze(-1)], -1)
+    mix = proj.new_tensor(_TERM_MIX)
+    full = torch.einsum("trs,...ri,...sj->...tij", mix, proj, proj)  # (..., V, 4, 4, 4)
+    entries = torch.tensor(_ENTRY_FLAT, device=proj.device)
+    terms = full.flatten(-2).index_select(-1, entries)
+    return terms.flatten(-3, -2).transpose(-1, -2)  # (..., 10, 4V)
+
+
+def _coefficients(x: Tensor, y: Tensor, w2: Tensor) -> Tensor:
+    """Per-view coefficients ``w^2 (x^2 + y^2, x, y, 1)`` of ``_view_terms`` ->
+    ``(..., V, 4, K)`` from ``x, y, w2 (..., V, K)`` (``w2`` 0 where a view takes no part)."""
+    wx, wy = w2 * x, w2 * y
+    return torch.stack([torch.addcmul(wx * x, wy, y), wx, wy, w2], -2)
+
+
+def _reframe(normal: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """Normal matrices ``(..., 10, K)`` written in a frame -> in the frame ``X = shift +
+    scale X'`` of it (``shift (..., 3, K)``, ``scale (..., K)``): ``T^T M T`` with ``T = [[scale
+    I, shift], [0, 1]]``, i.e. ``H' = s^2 H``, ``g' = s (H d + g)``, ``c' = d.(H d + 2 g) + c``.
     """
-    xy = torch.where(valid[..., None], xy, torch.zeros_like(xy))
-    w = torch.where(valid, weights, torch.zeros_like(weights))
-    rot = extrinsics[..., :3].unsqueeze(-3)  # (..., V, 1, 3, 3)
-    scaled = rot * spread.unsqueeze(-2)[..., None, None]  # (..., V, K, 3, 3)
-    shifted = _world_to_camera(origin, extrinsics).unsqueeze(-1)  # (..., V, K, 3, 1)
-    batch = torch.broadcast_shapes(scaled.shape[:-2], shifted.shape[:-2])
-    proj = torch.cat([scaled.expand(batch + (3, 3)), shifted.expand(batch + (3, 1))], -1)
-    rows = xy.unsqueeze(-1) * proj[..., 2:3, :] - proj[..., :2, :]  # (..., V, K, 2, 4)
-    rows = rows * w[..., None, None]
-    return rows.transpose(-1, -2) @ rows
+    a, b, c, d, e, f, g0, g1, g2, cst = normal.unbind(-2)
+    s0, s1, s2 = shift.unbind(-2)
+    u0 = torch.addcmul(g0, a, s0).addcmul(b, s1).addcmul(c, s2)  # H d + g
+    u1 = torch.addcmul(g1, b, s0).addcmul(d, s1).addcmul(e, s2)
+    u2 = torch.addcmul(g2, c, s0).addcmul(e, s1).addcmul(f, s2)
+    cst = torch.addcmul(cst, s0, u0 + g0).addcmul(s1, u1 + g1).addcmul(s2, u2 + g2)
+    rest = torch.stack([u0, u1, u2], -2) * scale.unsqueeze(-2)
+    return torch.cat([normal[..., :6, :] * scale.square().unsqueeze(-2), rest,
+                      cst.unsqueeze(-2)], -2)
 
 
-def _solve_homogeneous(normal: Tensor, ok: Tensor) -> Tensor:
-    """Null vector of ``normal (..., 4, 4)`` dehomogenised -> ``(..., 3)``; 0 where not ``ok``
-    (callers mark those NaN after un-conditioning, so no NaN enters the backward pass).
-
-    The eigen-decomposition runs without autograd; the gradient is attached by first-order
-    perturbation theory, ``dv = -sum_j q_j q_j^T dM v / (l_j - l_0)``, with the eigen-gaps
-    clamped so that degenerate (near-parallel or missing) configurations give large but finite
-    gradients instead of the inf/NaN of ``torch.linalg.eigh``'s own backward.
-    """
-    filler = torch.diag(torch.arange(1.0, 5.0, dtype=normal.dtype, device=normal.device))
-    mat = torch.where(ok[..., None, None], normal, filler)
-    with torch.no_grad():
-        evals, evecs = torch.linalg.eigh(mat)
-        v = evecs[..., 0]  # (..., 4)
-        q = evecs[..., 1:]  # (..., 4, 3)
-        scale = evals[..., -1:].abs().clamp(min=torch.finfo(mat.dtype).tiny)
-        gap = torch.maximum(evals[..., 1:] - evals[..., :1], scale * _MIN_REL_GAP)
-        pinv = (q / gap.unsqueeze(-2)) @ q.transpose(-1, -2)  # (..., 4, 4)
-        sign = torch.where(v[..., 3:] < 0, -1.0, 1.0).to(v.dtype)
-    delta = mat - mat.detach()  # zero-valued, carries d(mat)
-    v = v - (pinv @ (delta @ v.unsqueeze(-1))).squeeze(-1)
-    v = v * sign  # w >= 0
-    w = v[..., 3:]
-    w = torch.where(w < _MIN_W, torch.full_like(w, _MIN_W), w)
-    x = v[..., :3] / w
-    return torch.where(ok[..., None], x, torch.zeros_like(x))
+# ------------------------------------------------------------------ image points and checks
 
 
-def _depths(points_3d: Tensor, extrinsics: Tensor) -> Tensor:
-    """Depth ``z`` of ``(..., K, 3)`` points in every camera -> ``(..., V, K)``."""
-    return _world_to_camera(points_3d, extrinsics)[..., 2]
-
-
-def _cast(dtype: torch.dtype, *tensors: Tensor | None) -> list[Tensor | None]:
-    return [t if t is None else t.to(dtype) for t in tensors]
-
-
-def _prepare(
+def _image_points(
     points: Tensor,
     intrinsics: Tensor,
-    extrinsics: Tensor,
     distortions: Tensor | None,
     weights: Tensor | None,
     undistort: bool,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Normalised image points ``(..., V, K, 2)``, their validity and row weights
-    ``(..., V, K)`` (broadcast to one shape) and the extrinsics, all in ``dtype``."""
-    intrinsics, extrinsics, distortions, weights = _cast(
-        dtype, intrinsics, extrinsics, distortions, weights
-    )
-    xy, valid = _normalised_xy(points.to(dtype), intrinsics, distortions, undistort)
-    shape = torch.broadcast_shapes(xy.shape[:-1], extrinsics.shape[:-2] + (1,))
-    if weights is not None:
-        shape = torch.broadcast_shapes(shape, weights.shape)
-        weights = weights.expand(shape)
-        valid = valid.expand(shape) & torch.isfinite(weights) & (weights > 0)
+    """Pixels ``(..., V, K, 2)`` -> normalised (undistorted) ``x, y``, validity and squared row
+    weights ``w2`` (0 where invalid), all ``(..., V, K)`` of one shape, in ``dtype``."""
+    u, v, finite = _normalized_components(points, intrinsics, dtype)
+    if undistort and distortions is not None:
+        x, y, valid = _undistort_components(u, v, distortions.to(dtype), finite)
     else:
-        weights = torch.ones(shape, dtype=dtype, device=xy.device)
-    return xy.expand(shape + (2,)), valid.expand(shape), weights, extrinsics
+        x, y, valid = u, v, finite
+    if weights is not None:
+        w = weights.to(dtype)
+        valid = valid & torch.isfinite(w) & (w > 0)
+        w2 = torch.where(valid, w * w, torch.zeros((), dtype=dtype, device=w.device))
+    else:
+        w2 = valid.to(dtype)
+    shape = torch.broadcast_shapes(x.shape, w2.shape)
+    return x.expand(shape), y.expand(shape), valid.expand(shape), w2.expand(shape)
+
+
+def _depths(points: Tensor, extrinsics: Tensor) -> Tensor:
+    """Depth of world points ``(..., 3, K)`` in cameras ``(..., V, 3, 4)`` -> ``(..., V, K)``."""
+    return extrinsics[..., 2, :3] @ points + extrinsics[..., 2, 3:]
+
+
+def _too_narrow(local: Tensor, centers: Tensor, first: Tensor, second: Tensor,
+                views: Tensor, min_ray_angle: float) -> Tensor:
+    """Whether the rays from camera centres ``(..., V, 3)`` to points ``(..., 3, K)`` (same
+    frame) meet at less than ``min_ray_angle`` (or more than 180 minus it) for every pair
+    ``first[i], second[i]`` of ``views (..., V, K)`` -> ``(..., K)``. Uses
+    ``|a x b|^2 = |a|^2 |b|^2 - (a.b)^2`` on the per-view rays ``(..., V, 3, K)``."""
+    rays = local.unsqueeze(-3) - centers.unsqueeze(-1)
+    lengths = rays.square().sum(-2)  # (..., V, K)
+    dots = (rays.index_select(-3, first) * rays.index_select(-3, second)).sum(-2)
+    norms = lengths.index_select(-2, first) * lengths.index_select(-2, second)
+    sine2 = (norms - dots.square()) / norms.clamp(min=torch.finfo(norms.dtype).tiny)
+    both = views.index_select(-2, first) & views.index_select(-2, second)
+    best = torch.where(both, sine2, torch.zeros_like(sine2)).amax(-2)
+    return best < math.sin(math.radians(min_ray_angle)) ** 2
+
+
+# ------------------------------------------------------------------ solves
 
 
 def _solve_checked(
-    xy: Tensor, valid: Tensor, weights: Tensor, extrinsics: Tensor, min_ray_angle: float
+    x: Tensor, y: Tensor, valid: Tensor, w2: Tensor, extrinsics: Tensor, min_ray_angle: float
 ) -> TriangulatedPoints:
-    """The checked solve of ``triangulate_checked`` on normalised points (module docstring)."""
-    centers = camera_centers(extrinsics)
+    """The checked all-view solve of ``triangulate_checked`` on normalised points
+    ``x, y, valid, w2 (..., V, K)`` -> world points ``(..., 3, K)`` in a ``TriangulatedPoints``
+    (its ``points`` still component-first)."""
+    centers = camera_centers(extrinsics)  # (..., V, 3)
+    origin, spread = _camera_frame(centers)
+    terms = _view_terms(extrinsics, origin, spread)  # (..., 10, 4V)
+    local = (centers - origin.unsqueeze(-2)) / spread[..., None, None]  # centres, base frame
+    ones = torch.ones_like(local[..., :1])
+    moment_rows = torch.cat([local, local.square().sum(-1, keepdim=True), ones], -1).mT
+    zero = torch.zeros((), dtype=w2.dtype, device=w2.device)
 
-    def solve(views: Tensor) -> Tensor:
-        origin, spread = _world_frame(centers, views)
-        normal = _dlt_normal_matrices(xy, views, weights, extrinsics, origin, spread)
-        enough = views.sum(-2) >= 2
-        point = origin + spread[..., None] * _solve_homogeneous(normal.sum(-4), enough)
-        return torch.where(enough[..., None], point, torch.full_like(point, float("nan")))
+    def solve(views: Tensor) -> tuple[Tensor, Tensor]:
+        """Points ``(..., 3, K)`` in the base frame from ``views (..., V, K)``, and ``ok``."""
+        weights = w2 if views is valid else torch.where(views, w2, zero)
+        normal = terms @ _coefficients(x, y, weights).flatten(-3, -2)  # (..., 10, K)
+        if bool(views.all()):  # every camera everywhere: the base frame is each point's own
+            ok = torch.full(normal[..., 0, :].shape, views.shape[-2] >= 2, device=views.device)
+            return _HomogeneousSolve.apply(normal, ok), ok
+        # each point's own frame: centroid and RMS spread of the cameras taking part; exactly
+        # the base frame where all take part, so that the branch above changes no bit
+        moments = moment_rows @ views.to(w2.dtype)  # (..., 5, K)
+        count = moments[..., 4, :]
+        every = count == views.shape[-2]
+        shift = moments[..., :3, :] / count.clamp(min=1.0).unsqueeze(-2)
+        shift = torch.where(every.unsqueeze(-2), zero, shift)
+        var = moments[..., 3, :] / count.clamp(min=1.0) - shift.square().sum(-2)
+        eps = torch.finfo(var.dtype).eps
+        scale = torch.where(var > 64 * eps * moments[..., 3, :].clamp(min=eps), var,
+                            torch.ones_like(var)).sqrt()
+        scale = torch.where(every, torch.ones_like(scale), scale)
+        ok = count >= 2
+        local_x = _HomogeneousSolve.apply(_reframe(normal, shift, scale), ok)
+        return torch.addcmul(shift, scale.unsqueeze(-2), local_x), ok
 
-    solved = solve(valid)
+    def to_world(base: Tensor) -> Tensor:
+        return torch.addcmul(origin.unsqueeze(-1), spread[..., None, None], base)
+
+    base, ok = solve(valid)
+    world = to_world(base)
     with torch.no_grad():
-        behind = valid & (_depths(solved, extrinsics) <= 0)
+        behind = valid & ok.unsqueeze(-2) & (_depths(world, extrinsics) <= 0)
     front = valid
     if bool(behind.any()):  # rare on a sound rig: solve again without those views
         front = valid & ~behind
-        solved = solve(front)
+        base, ok = solve(front)
+        world = to_world(base)
+        with torch.no_grad():
+            still_behind = front & ok.unsqueeze(-2) & (_depths(world, extrinsics) <= 0)
+            behind = behind | still_behind
+            ok = ok & ~still_behind.any(-2)
     with torch.no_grad():
-        still_behind = front & (_depths(solved, extrinsics) <= 0)
-        behind |= still_behind
-        ok = (front.sum(-2) >= 2) & ~still_behind.any(-2)
-        sines = ray_angles(solved, extrinsics)  # (..., P, K)
         pairs = camera_pairs(front.shape[-2], device=front.device)
-        both = front.index_select(-2, pairs[:, 0]) & front.index_select(-2, pairs[:, 1])
-        best = torch.where(both, sines, torch.zeros_like(sines)).amax(-2)
-        narrow = ok & (best < math.sin(math.radians(min_ray_angle)))
-        ok &= ~narrow
+        narrow = ok & _too_narrow(base.detach(), local.detach(), pairs[:, 0], pairs[:, 1],
+                                  front, min_ray_angle)
+        ok = ok & ~narrow
         used = front & ok.unsqueeze(-2)
-    solved = torch.where(ok[..., None], solved, torch.full_like(solved, float("nan")))
-    return TriangulatedPoints(solved, used, behind, narrow)
+    world = torch.where(ok.unsqueeze(-2), world, torch.full_like(world, float("nan")))
+    return TriangulatedPoints(world, used, behind, narrow)
 
 
 def triangulate_checked(
@@ -280,15 +495,15 @@ def triangulate_checked(
     each view's DLT rows (0 drops the view). Points are undistorted (``undistort_points``;
     non-converged points count as missing) unless ``undistort=False`` or ``distortions is
     None``, in which case only ``K^-1`` is applied (pass identity intrinsics to triangulate
-    normalised coordinates). The homogeneous system is solved by one batched ``eigh`` of
-    ``A^T A`` in ``solve_dtype`` (default float64); the points have the input dtype.
+    normalised coordinates). The homogeneous system is solved in closed form (module
+    docstring) in ``solve_dtype`` (default float64); the points have the input dtype.
     Keypoints with fewer than 2 views in front of the camera are NaN. Gradients are finite
     for degenerate and missing input and zero for points made NaN.
     """
     dt = _solve_dtype(points, solve_dtype)
-    prepared = _prepare(points, intrinsics, extrinsics, distortions, weights, undistort, dt)
-    out = _solve_checked(*prepared, min_ray_angle)
-    out.points = out.points.to(points.dtype)
+    x, y, valid, w2 = _image_points(points, intrinsics, distortions, weights, undistort, dt)
+    out = _solve_checked(x, y, valid, w2, extrinsics.to(dt), min_ray_angle)
+    out.points = out.points.transpose(-1, -2).to(points.dtype)
     return out
 
 
@@ -327,18 +542,29 @@ def triangulate_pairs(
     two rays meet at less than ``min_ray_angle`` degrees. Otherwise as ``triangulate``.
     """
     dt = _solve_dtype(points, solve_dtype)
-    xy, valid, weights, extrinsics = _prepare(
-        points, intrinsics, extrinsics, distortions, None, undistort, dt
-    )
-    pairs = camera_pairs(valid.shape[-2], device=points.device).flatten()  # (2P,)
-
-    def by_pair(t: Tensor, view_dim: int) -> Tensor:
-        """``(..., V, ...)`` -> ``(..., P, 2, ...)`` along ``view_dim``."""
-        return t.index_select(view_dim, pairs).unflatten(view_dim, (-1, 2))
-
-    out = _solve_checked(by_pair(xy, -3), by_pair(valid, -2), by_pair(weights, -2),
-                         by_pair(extrinsics, -3), min_ray_angle)
-    return out.points.to(points.dtype)
+    x, y, valid, w2 = _image_points(points, intrinsics, distortions, None, undistort, dt)
+    extrinsics = extrinsics.to(dt)
+    pairs = camera_pairs(valid.shape[-2], device=valid.device)
+    flat = pairs.flatten()  # (2P,): first, second of each pair
+    cams = extrinsics.index_select(-3, flat).unflatten(-3, (-1, 2))  # (..., P, 2, 3, 4)
+    centers = camera_centers(cams)  # (..., P, 2, 3)
+    origin, spread = _camera_frame(centers)  # each pair's own frame
+    terms = _view_terms(cams, origin, spread)  # (..., P, 10, 8)
+    coefficients = _coefficients(x, y, w2).index_select(-3, flat)  # (..., 2P, 4, K)
+    normal = terms @ coefficients.unflatten(-3, (-1, 2)).flatten(-3, -2)  # (..., P, 10, K)
+    both = valid.index_select(-2, pairs[:, 0]) & valid.index_select(-2, pairs[:, 1])
+    local_x = _HomogeneousSolve.apply(normal, both)  # (..., P, 3, K) in the pair's frame
+    world = torch.addcmul(origin.unsqueeze(-1), spread[..., None, None], local_x)
+    with torch.no_grad():
+        behind = (_depths(world, cams) <= 0).any(-2)  # (..., P, K)
+        local = (centers - origin.unsqueeze(-2)) / spread[..., None, None]  # (..., P, 2, 3)
+        one = torch.ones(1, dtype=torch.long, device=valid.device)
+        narrow = _too_narrow(local_x.detach(), local, one - 1, one,
+                             torch.ones_like(both).unsqueeze(-2).expand(*both.shape[:-1], 2, -1),
+                             min_ray_angle)
+        ok = both & ~behind & ~narrow
+    world = torch.where(ok.unsqueeze(-2), world, torch.full_like(world, float("nan")))
+    return world.transpose(-1, -2).to(points.dtype)
 
 
 def refine_points(
