@@ -11,14 +11,20 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
-from mv_losses.fused import map_energy, reprojection_sse
+from mv_losses.fused import JSPerMap, KLPerMap, SquaredErrorPerMap, map_energy, reprojection_sse
+from mv_losses.fused import _profiles as profiles
 from mv_losses.heatmap import HeatmapJSLoss, HeatmapKLLoss, HeatmapLoss, HeatmapMSELoss
 from mv_losses.projection import ReprojectionHeatmapLoss
 from shared_data import MOUSE4CAM
 
 from mvcore import Context
 from mvcore.data.bbox import frame_to_model
-from mvcore.data.heatmaps import VIS_LABELED, VIS_UNIFORM, render_heatmaps
+from mvcore.data.heatmaps import (
+    VIS_LABELED,
+    VIS_UNIFORM,
+    gaussian_profiles,
+    render_heatmaps,
+)
 from mvcore.geometry import load_calibration, project_points, triangulate
 
 F32, F64 = torch.float32, torch.float64
@@ -162,6 +168,66 @@ def test_reprojection_sse_is_the_rendered_squared_error_per_map(sigma):
     _assert_same_gradient(grad, ref_grad, F64)
     # the outside point and the NaN point get no gradient; the cut Gaussian does
     assert (grad[[4, 5]] == 0).all() and (grad[1].abs() > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_profiles_are_the_rendered_ones_with_tails_below_the_smallest_normal_flushed(dtype):
+    """The fast path's 1-D Gaussians are ``gaussian_profiles``' bit for bit, except values
+    below the smallest normal float (subnormal tails, which slow the CPU), which are exactly 0;
+    the derivatives are autograd's of ``gaussian_profiles``."""
+    sigma = 1.25
+    coords = torch.tensor([-0.9, 0.0, 3.3, 31.5, 47.25, 63.0, 63.9], dtype=dtype)
+    keypoints = torch.stack([coords * 4 + 1.5, torch.full_like(coords, 100.0)], -1)
+    keypoints.requires_grad_(True)
+    xy, gx, _, _ = gaussian_profiles(keypoints, MODEL, HEATMAP, sigma)
+    torch.testing.assert_close(xy[:, 0].detach(), coords)
+    gauss, slope = profiles(xy[:, 0].detach(), HEATMAP[1], sigma)
+    tiny = torch.finfo(dtype).tiny
+    normal = gx.detach() >= tiny
+    assert (~normal & (gx.detach() > 0)).any()  # there are subnormal tails to flush
+    assert torch.equal(gauss[normal], gx.detach()[normal])
+    assert (gauss[~normal] == 0).all()
+    # d gx / d x_model = d gx / d coord / 4 (model -> heatmap pixels)
+    jacobian = torch.stack([
+        torch.autograd.grad(gx[:, j].sum(), keypoints, retain_graph=True)[0][:, 0] * 4
+        for j in range(HEATMAP[1])], -1)
+    torch.testing.assert_close(slope, torch.where(normal, jacobian, 0.0),
+                               rtol=1e-5 if dtype == F32 else 1e-12, atol=0)
+
+
+def test_reprojection_sse_of_the_exact_rendered_target_is_near_zero():
+    """The one caveat of ``sum T^2 - 2 sum T R + sum R^2``: when the rendered map equals the
+    target it cancels, leaving a float32 rounding error far below any real error (~1e-8
+    against ~0.05 for one pixel off) and a gradient near zero."""
+    labels = _random_labels(2, 5, seed=20, dtype=F32).reshape(-1, 2)
+    targets = render_heatmaps(labels, MODEL, HEATMAP)
+    points = labels.clone().requires_grad_(True)
+    sse, valid = reprojection_sse(targets, points, MODEL, 1.25)
+    assert valid.sum() >= 7
+    assert sse[valid].abs().max() < 1e-6
+    off, _ = reprojection_sse(targets, labels + torch.tensor([4.0, 0.0]), MODEL, 1.25)
+    assert (off[valid] > 1e-2).all()
+    sse[valid].sum().backward()
+    assert points.grad.abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("per_map", [SquaredErrorPerMap, KLPerMap, JSPerMap])
+def test_per_map_backward_twice_gives_the_same_gradient(per_map):
+    """The first backward hands out the gradient map made in the forward; a second backward
+    of the same graph (``retain_graph=True``) rebuilds it from the inputs: same gradient,
+    zero on invalid maps."""
+    labels = _random_labels(2, 4, seed=21, dtype=F64)
+    targets = _random_targets(labels, seed=22).reshape(-1, *HEATMAP)
+    _, valid = map_energy(targets)
+    maps = _predictions(targets.shape, seed=23, dtype=F64).flatten(-2).softmax(-1)
+    maps = maps.reshape_as(targets).requires_grad_(True)
+    weights = torch.rand(len(targets), generator=torch.Generator().manual_seed(24),
+                         dtype=F64)
+    total = (per_map.apply(maps, targets, valid)[valid] * weights[valid]).sum()
+    first, = torch.autograd.grad(total, maps, retain_graph=True)
+    second, = torch.autograd.grad(total, maps)
+    assert torch.equal(first, second)
+    assert (first[~valid] == 0).all() and (first[valid].abs().sum((-2, -1)) > 0).all()
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
