@@ -278,7 +278,8 @@ def _loss_section(page: _Page, model_dir: Path) -> str:
                      and "weighted" not in c and "annealed" not in c)
     for name in losses:
         series = log[["step", name]].dropna()
-        data.append({"type": "scatter", "mode": "lines", "name": name,
+        data.append({"type": "scatter", "name": name,
+                     "mode": "lines" if len(series) > 30 else "lines+markers",  # 1 point shows
                      "x": series["step"].astype(int).tolist(), "y": _round(series[name], 6),
                      "visible": True if name == "train_loss" else "legendonly"})
     for name in ("train_pixel_error", "val_pixel_error"):
