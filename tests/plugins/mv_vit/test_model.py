@@ -574,7 +574,7 @@ def _heatmaps(model: MultiviewTransformer, seed: int = 0) -> torch.Tensor:
 def test_speed_options_default_to_the_measured_choices() -> None:
     params = make_params()
     assert (params.attention, params.compile, params.autocast, params.channels_last) == (
-        "sdpa", "off", "off", False)
+        "sdpa", "off", "auto", False)
     with pytest.raises(ValidationError):
         make_params(attention="flash")
     with pytest.raises(ValidationError):
@@ -616,13 +616,32 @@ def test_autocast_bf16_runs_the_blocks_in_bf16_and_returns_float32() -> None:
     assert not torch.equal(out, _heatmaps(reference))
 
 
-def test_autocast_auto_is_bf16_only_on_a_cuda_device() -> None:
+def test_autocast_modes_resolve_to_a_dtype() -> None:
     from mv_vit.model import autocast_dtype
 
-    assert autocast_dtype("auto", "cpu") is None
     assert autocast_dtype("off", "cuda") is None
     assert autocast_dtype("bf16", "cpu") is torch.bfloat16
     assert autocast_dtype("fp16", "cuda") is torch.float16
+    assert autocast_dtype("auto", "cpu") is None  # the default: float32 on CPU
+
+
+def test_autocast_auto_leaves_an_active_autocast_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mv_vit.model import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("auto", "cuda") is torch.bfloat16
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda *a: True)
+    assert autocast_dtype("auto", "cuda") is None  # training.precision decides
+    assert autocast_dtype("bf16", "cuda") is torch.bfloat16  # explicit wins
+
+
+def test_default_network_stays_float32_on_cpu() -> None:
+    model = build()
+    seen: list[torch.dtype] = []
+    model.vit.blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    _heatmaps(model)
+    assert seen == [torch.float32]
 
 
 def test_compile_blocks_compiles_in_place_keeping_checkpoint_keys() -> None:
@@ -632,3 +651,20 @@ def test_compile_blocks_compiles_in_place_keeping_checkpoint_keys() -> None:
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     assert all(b._compiled_call_impl is not None for b in compiled.vit.blocks)
     assert all(b._compiled_call_impl is None for b in eager.vit.blocks)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_speed_options_on_cuda_compute_the_same_function() -> None:
+    # on a GPU the defaults run sdpa (flash / memory-efficient kernels) in bf16 (autocast: auto)
+    reference = build(make_params(autocast="off")).cuda()
+    images = torch.randn(2, 2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad():
+        expected = reference.eval()(images)
+        for options in ({}, {"attention": "math"}, {"channels_last": True}):
+            model = build(make_params(**options)).cuda()
+            model.load_state_dict(reference.state_dict())
+            out = model.eval()(images)
+            assert out.dtype == torch.float32 and out.is_cuda
+            bf16 = torch.cuda.is_bf16_supported() and options.get("autocast", "auto") == "auto"
+            tol = {"rtol": 0.05, "atol": 1e-3} if bf16 else {"rtol": 1e-4, "atol": 1e-6}
+            torch.testing.assert_close(out, expected, **tol)

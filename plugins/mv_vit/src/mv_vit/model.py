@@ -76,10 +76,11 @@ class MultiviewTransformerParams(BackboneParams):
     #: ``blocks``: ``torch.compile`` each transformer block (one graph shared by all blocks;
     #: compiled on the first step, needs a C++ compiler on CPU); ``off``: eager
     compile: Literal["off", "blocks"] = "off"
-    #: autocast of the transformer blocks (attention and MLP matmuls): ``off`` (the run's
-    #: ``training.precision`` decides), ``bf16``, ``fp16``, or ``auto`` = bf16 on a CUDA device
-    #: that supports it and off elsewhere. The patch embedding, head and softmax stay float32.
-    autocast: Literal["off", "auto", "bf16", "fp16"] = "off"
+    #: autocast of the transformer blocks (attention and MLP matmuls): ``off`` (float32 unless
+    #: ``training.precision`` autocasts), ``bf16``, ``fp16``, or ``auto``: bf16 on a CUDA GPU
+    #: that supports it, off on CPU. Patch embedding, head and softmax stay float32; an autocast
+    #: already active (``training.precision: *-mixed``) is left alone.
+    autocast: Literal["off", "auto", "bf16", "fp16"] = "auto"
     #: NHWC memory layout for the patch embedding and the head's convolutions
     channels_last: bool = False
 
@@ -293,12 +294,18 @@ def build_vit(
 
 
 def autocast_dtype(mode: str, device_type: str) -> torch.dtype | None:
-    """The autocast dtype of ``backbone_params.autocast`` on ``device_type`` (None = off)."""
+    """The autocast dtype of ``backbone_params.autocast`` on ``device_type`` (None = off).
+
+    ``auto``: bf16 on a CUDA device that supports it, off on CPU (bf16 there depends on the
+    CPU's instructions and changes the numbers; ``bf16`` asks for it) and whenever an autocast
+    is already active (``training.precision`` decides then)."""
     if mode == "bf16":
         return torch.bfloat16
     if mode == "fp16":
         return torch.float16
-    if mode == "auto" and device_type == "cuda" and torch.cuda.is_bf16_supported():
+    if mode != "auto" or device_type != "cuda" or torch.is_autocast_enabled(device_type):
+        return None
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
