@@ -196,7 +196,11 @@ class MultiviewProject:
         data = config.data
         root = resolve_data_dir(config)
         if not root.is_dir():
-            raise DataError(f"data.data_dir {root} is not a directory")
+            hint = ""
+            if "${" in str(data.data_dir):  # e.g. ${LP_ROOT_PATH:}, Lightning Pose's own resolver
+                hint = (f" ({data.data_dir!r} holds a reference mvcore cannot resolve: write "
+                        "the project folder's path, or --set data.data_dir=PATH)")
+            raise DataError(f"data.data_dir {root} is not a directory{hint}")
         csv_names = list(data.csv_file or [])
         view_names = list(data.view_names or [])
         if not csv_names:
