@@ -19,8 +19,9 @@ PACKAGES = {
                   REPO / "plugins/mv_losses/src/mv_losses"),
     "mv-aug3d": (REPO / "plugins/mv_aug3d/pyproject.toml", REPO / "plugins/mv_aug3d/src/mv_aug3d"),
     "mv-vit": (REPO / "plugins/mv_vit/pyproject.toml", REPO / "plugins/mv_vit/src/mv_vit"),
+    "mv-cnn": (REPO / "plugins/mv_cnn/pyproject.toml", REPO / "plugins/mv_cnn/src/mv_cnn"),
 }
-OWN = {"mvcore", "mv_losses", "mv_aug3d", "mv_vit"}
+OWN = {"mvcore", "mv_losses", "mv_aug3d", "mv_vit", "mv_cnn"}
 #: imports that come with a declared distribution rather than their own
 BUNDLED = {"lightning_fabric": "pytorch-lightning"}
 

@@ -1,4 +1,4 @@
-"""The four distributions build as wheels and, installed into a fresh virtual environment,
+"""The five distributions build as wheels and, installed into a fresh virtual environment,
 register through their entry points (`mvcore plugins --json`)."""
 
 import json
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.install
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECTS = [REPO, REPO / "plugins" / "mv_losses", REPO / "plugins" / "mv_aug3d",
-            REPO / "plugins" / "mv_vit"]
+            REPO / "plugins" / "mv_vit", REPO / "plugins" / "mv_cnn"]
 
 
 def test_wheels_install_into_a_fresh_venv_and_register(tmp_path):
@@ -26,7 +26,7 @@ def test_wheels_install_into_a_fresh_venv_and_register(tmp_path):
         check=True, capture_output=True, text=True, timeout=600,
     )
     built = sorted(p.name.split("-")[0] for p in wheels.glob("*.whl"))
-    assert built == ["mv_aug3d", "mv_losses", "mv_vit", "mvcore"]
+    assert built == ["mv_aug3d", "mv_cnn", "mv_losses", "mv_vit", "mvcore"]
     env_dir = tmp_path / "fresh"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
@@ -48,10 +48,11 @@ def test_wheels_install_into_a_fresh_venv_and_register(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     plugins = {p["name"]: p for p in json.loads(result.stdout)["plugins"]}
-    assert {"mv-losses", "mv-aug3d", "mv-vit"} <= set(plugins)
+    assert {"mv-losses", "mv-aug3d", "mv-vit", "mv-cnn"} <= set(plugins)
     assert all(p["error"] is None for p in plugins.values())
     assert "heatmap_mse" in plugins["mv-losses"]["registered"]["loss"]
     assert plugins["mv-vit"]["registered"]["backbone"] == ["heatmap_multiview_transformer"]
+    assert plugins["mv-cnn"]["registered"]["backbone"] == ["heatmap"]
     where = subprocess.run([str(python), "-c", "import mvcore, mv_losses; "
                             "print(mvcore.__file__); print(mv_losses.__file__)"],
                            env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
