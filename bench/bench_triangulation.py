@@ -1,7 +1,11 @@
 """Benchmark batched DLT triangulation against a naive per-point loop; mouse4cam figures.
 
-Run from the repo root: ``python bench/bench_triangulation.py [--runs 30]``. Prints the median
-wall time of one batched ``triangulate`` call (forward, and forward + backward), of
+Run from the repo root: ``python bench/bench_triangulation.py [--runs 30]``. First (issue 16)
+the closed-form solve against the ``eigh`` solver it replaced (``mvcore.geometry._reference``),
+alternating, 1 torch thread, on ``bench_vs_lightning_pose.py``'s inputs: ``triangulate``
+forward and the pairwise 3D loss end to end (2D -> ``triangulate_pairs`` ->
+``supervised_pairwise_projections``, forward + backward), with the load average. Then the
+median wall time of one batched ``triangulate`` call (forward, and forward + backward), of
 ``triangulate_pairs``, and of naive Python loops that solve one small SVD per (frame, keypoint)
 (and per pair), with the speed-up ratios. Then, if ``../shared/data/mouse4cam`` exists, the
 per-view median reprojection errors of DLT (and of ``refine_points``) on that real data.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import statistics
 import time
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mvcore.geometry import _reference as reference
 from mvcore.geometry import (
     load_calibration,
     project_points,
@@ -76,6 +82,91 @@ def time_calls(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2)
             fn()
             times[name].append(time.perf_counter() - t0)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
+
+
+def lp_problem(b: int = 64, v: int = 4, k: int = 17) -> tuple:
+    """``bench_vs_lightning_pose.py``'s inputs: 4 cameras on a 2 m ring, 1300 px, k1 = -0.08,
+    poses of 60 mm spread, 1 px noise; float32 ``(points (B, V, K, 2), intrinsics, extrinsics,
+    distortions, pose (B, K, 3))``."""
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    angles = torch.arange(v, dtype=f64) * (2 * torch.pi / v)
+    centers = torch.stack([2000 * angles.cos(), 2000 * angles.sin(),
+                           torch.full((v,), 900.0, dtype=f64)], -1)
+    z = -centers / centers.norm(dim=-1, keepdim=True)
+    x = torch.linalg.cross(torch.tensor([0.0, 0.0, 1.0], dtype=f64).expand_as(z), z)
+    x = x / x.norm(dim=-1, keepdim=True)
+    rot = torch.stack([x, torch.linalg.cross(z, x), z], dim=-2)
+    rot = rodrigues_to_matrix(0.05 * torch.randn(v, 3, generator=g, dtype=f64)) @ rot
+    ext = torch.cat([rot, -(rot @ centers.unsqueeze(-1))], dim=-1)
+    intr = torch.zeros(v, 3, 3, dtype=f64)
+    intr[:, 0, 0] = intr[:, 1, 1] = 1300.0
+    intr[:, 0, 2], intr[:, 1, 2], intr[:, 2, 2] = 639.5, 511.5, 1.0
+    dist = torch.zeros(v, 5, dtype=f64)
+    dist[:, 0] = -0.08
+    pose = 60 * torch.randn(b, k, 3, generator=g, dtype=f64)
+    pix = project_points(pose, intr, ext, dist)
+    pix = pix + torch.randn(pix.shape, generator=g, dtype=f64)
+    return tuple(t.float() for t in (pix, intr, ext, dist, pose))
+
+
+def bench_vs_reference(runs: int) -> None:
+    """The closed-form solve against the eigh solver it replaced, alternating, same inputs."""
+    from mv_losses.projection import PairwiseProjectionsLoss
+
+    from mvcore import Context
+
+    pix, intr, ext, dist, pose = lp_problem()
+    b, v, k, _ = pix.shape
+    ctx = Context(view_names=tuple(f"cam{i}" for i in range(v)),
+                  keypoint_names=tuple(f"kp{i}" for i in range(k)), image_height=256,
+                  image_width=256, downsample_factor=2, has_calibration=True)
+    loss_fn = PairwiseProjectionsLoss(PairwiseProjectionsLoss.Params(), ctx)
+
+    def pairwise(solve: Callable[..., torch.Tensor]) -> Callable[[], tuple]:
+        def step() -> tuple:
+            leaf = pix.clone().requires_grad_()
+            pred = solve(leaf, intr, ext, dist)
+            loss = loss_fn(keypoints_targ_3d=pose, keypoints_pred_3d=pred, stage="train")[0]
+            loss.backward()
+            return loss.detach(), leaf.grad
+        return step
+
+    fns = {
+        "triangulate, forward: eigh (before)":
+            lambda: reference.triangulate(pix, intr, ext, dist),
+        "triangulate, forward: closed form": lambda: triangulate(pix, intr, ext, dist),
+        "pairwise 3D loss end to end, fwd+bwd: eigh (before)": pairwise(
+            reference.triangulate_pairs),
+        "pairwise 3D loss end to end, fwd+bwd: closed form": pairwise(triangulate_pairs),
+    }
+    names = list(fns)
+    tri = (fns[names[1]]() - fns[names[0]]()).abs().nan_to_num(0.0).max().item()
+    (loss_a, grad_a), (loss_b, grad_b) = fns[names[2]](), fns[names[3]]()
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    load = os.getloadavg()
+    for i in range(runs):  # the order reversed every other round
+        for name in names if i % 2 == 0 else names[::-1]:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            fns[name]()
+            cpu[name].append(time.thread_time() - c0)
+            wall[name].append(time.perf_counter() - t0)
+    load_after = os.getloadavg()
+    print(f"\n## closed form vs eigh (mvcore.geometry._reference), B={b} V={v} K={k} float32 "
+          f"in, {torch.get_num_threads()} thread(s), {runs} alternating rounds; load average "
+          f"{load[0]:.2f} before, {load_after[0]:.2f} after")
+    print("| what | wall median (ms) | wall min (ms) | thread CPU median (ms) |")
+    print("|---|---|---|---|")
+    for name in names:
+        print(f"| {name} | {1e3 * statistics.median(wall[name]):.3f} | "
+              f"{1e3 * min(wall[name]):.3f} | {1e3 * statistics.median(cpu[name]):.3f} |")
+    print(f"max |closed form - eigh|: points {tri:.1e} mm, pairwise loss "
+          f"{abs(float(loss_a - loss_b)):.1e} mm, its 2D gradient "
+          f"{(grad_a - grad_b).abs().max().item():.1e}")
 
 
 def _undistort_np(pix: np.ndarray, k: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -330,11 +421,18 @@ def main() -> None:
     parser.add_argument("-B", type=int, default=64)
     parser.add_argument("-V", type=int, default=4)
     parser.add_argument("-K", type=int, default=17)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (issue 16: 1)")
+    parser.add_argument("--only-reference", action="store_true",
+                        help="only the closed-form vs eigh comparison")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
     )
+    bench_vs_reference(10 * args.runs)
+    if args.only_reference:
+        return
     for dtype in (torch.float32, torch.float64):
         bench(args.B, args.V, args.K, args.runs, dtype)
     if MOUSE4CAM.is_dir():

@@ -96,16 +96,6 @@ _EIGEN_UPDATES = 2
 _SOLVE_TOL = 1e-10
 # Further updates (one convergence test each) before the exact eigh of what still fails.
 _EXTRA_UPDATES = 3
-# The 10 stored entries as indices into a flattened 4x4 matrix.
-_ENTRY_FLAT = tuple(4 * i + j for i, j in zip(_ENTRY_ROWS, _ENTRY_COLS, strict=True))
-# The products of the rows (a, b, c) of a conditioned camera that make the 4 per-view terms of
-# _view_terms: c c^T, -(c a^T + a c^T), -(c b^T + b c^T), a a^T + b b^T.
-_TERM_MIX = (
-    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
-    ((0.0, 0.0, -1.0), (0.0, 0.0, 0.0), (-1.0, 0.0, 0.0)),
-    ((0.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, -1.0, 0.0)),
-    ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 0.0)),
-)
 # Where each of the 16 entries of a 4x4 normal matrix is among the 10 stored ones.
 _FULL_ENTRIES = (0, 1, 2, 6, 1, 3, 4, 7, 2, 4, 5, 8, 6, 7, 8, 9)
 # Homogeneous w is kept >= this when an eigenvector is dehomogenised (unit-norm v, so |X| <=
@@ -332,18 +322,30 @@ def _view_terms(extrinsics: Tensor, origin: Tensor, spread: Tensor) -> Tensor:
     rot, t = extrinsics[..., :3], extrinsics[..., 3]
     shifted = (rot @ origin[..., None, :, None]).squeeze(-1) + t  # (..., V, 3)
     proj = torch.cat([rot * spread[..., None, None, None], shifted.unsqueeze(-1)], -1)
-    mix = proj.new_tensor(_TERM_MIX)
-    full = torch.einsum("trs,...ri,...sj->...tij", mix, proj, proj)  # (..., V, 4, 4, 4)
-    entries = torch.tensor(_ENTRY_FLAT, device=proj.device)
-    terms = full.flatten(-2).index_select(-1, entries)
+    # the rows a, b, c at the row i and the column j of each stored entry (i, j): (..., V, 10)
+    a_i, b_i, c_i = proj.index_select(-1, proj.new_tensor(_ENTRY_ROWS, dtype=torch.long)
+                                      ).unbind(-2)
+    a_j, b_j, c_j = proj.index_select(-1, proj.new_tensor(_ENTRY_COLS, dtype=torch.long)
+                                      ).unbind(-2)
+    terms = torch.stack([c_i * c_j, torch.addcmul(c_i * a_j, a_i, c_j).neg_(),
+                         torch.addcmul(c_i * b_j, b_i, c_j).neg_(),
+                         torch.addcmul(a_i * a_j, b_i, b_j)], -2)  # (..., V, 4, 10)
     return terms.flatten(-3, -2).transpose(-1, -2)  # (..., 10, 4V)
 
 
-def _coefficients(x: Tensor, y: Tensor, w2: Tensor) -> Tensor:
+def _coefficients(x: Tensor, y: Tensor, w2: Tensor, dim: int = -2) -> Tensor:
     """Per-view coefficients ``w^2 (x^2 + y^2, x, y, 1)`` of ``_view_terms`` ->
-    ``(..., V, 4, K)`` from ``x, y, w2 (..., V, K)`` (``w2`` 0 where a view takes no part)."""
+    ``(..., V, 4, K)`` from ``x, y, w2 (..., V, K)`` (``w2`` 0 where a view takes no part);
+    the 4 stacked at ``dim``."""
     wx, wy = w2 * x, w2 * y
-    return torch.stack([torch.addcmul(wx * x, wy, y), wx, wy, w2], -2)
+    return torch.stack([torch.addcmul(wx * x, wy, y), wx, wy, w2], dim)
+
+
+def _shared_coefficients(x: Tensor, y: Tensor, w2: Tensor) -> Tensor:
+    """``_coefficients`` laid out for cameras shared by the whole batch: ``x, y, w2 (..., V,
+    K)`` -> contiguous ``(V, 4, ..., K)``, so that one matrix product (a single GEMM, not a
+    batched one of tiny matrices) forms the normal matrices of every frame."""
+    return _coefficients(x.movedim(-2, 0), y.movedim(-2, 0), w2.movedim(-2, 0), dim=1)
 
 
 def _reframe(normal: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -391,8 +393,11 @@ def _image_points(
 
 
 def _depths(points: Tensor, extrinsics: Tensor) -> Tensor:
-    """Depth of world points ``(..., 3, K)`` in cameras ``(..., V, 3, 4)`` -> ``(..., V, K)``."""
-    return extrinsics[..., 2, :3] @ points + extrinsics[..., 2, 3:]
+    """Depth of world points ``(..., 3, K)`` in cameras ``(..., V, 3, 4)`` -> ``(..., V, K)``
+    (elementwise: a broadcast matrix product of these shapes is a slow batched GEMM)."""
+    px, py, pz = points.unsqueeze(-3).unbind(-2)  # (..., 1, K)
+    rx, ry, rz, t = extrinsics[..., 2, :].unsqueeze(-1).unbind(-2)  # (..., V, 1)
+    return torch.addcmul(t, rx, px).addcmul_(ry, py).addcmul_(rz, pz)
 
 
 def _too_narrow(local: Tensor, centers: Tensor, first: Tensor, second: Tensor,
@@ -431,7 +436,12 @@ def _solve_checked(
     def solve(views: Tensor) -> tuple[Tensor, Tensor]:
         """Points ``(..., 3, K)`` in the base frame from ``views (..., V, K)``, and ``ok``."""
         weights = w2 if views is valid else torch.where(views, w2, zero)
-        normal = terms @ _coefficients(x, y, weights).flatten(-3, -2)  # (..., 10, K)
+        if terms.dim() == 2:  # cameras shared by the batch: one GEMM over every frame
+            coef = _shared_coefficients(x, y, weights)  # (V, 4, ..., K)
+            normal = (terms @ coef.flatten(0, 1).flatten(1)).view(10, *coef.shape[2:])
+            normal = normal.movedim(0, -2)  # (..., 10, K)
+        else:
+            normal = terms @ _coefficients(x, y, weights).flatten(-3, -2)  # (..., 10, K)
         if bool(views.all()):  # every camera everywhere: the base frame is each point's own
             ok = torch.full(normal[..., 0, :].shape, views.shape[-2] >= 2, device=views.device)
             return _HomogeneousSolve.apply(normal, ok), ok
@@ -550,8 +560,14 @@ def triangulate_pairs(
     centers = camera_centers(cams)  # (..., P, 2, 3)
     origin, spread = _camera_frame(centers)  # each pair's own frame
     terms = _view_terms(cams, origin, spread)  # (..., P, 10, 8)
-    coefficients = _coefficients(x, y, w2).index_select(-3, flat)  # (..., 2P, 4, K)
-    normal = terms @ coefficients.unflatten(-3, (-1, 2)).flatten(-3, -2)  # (..., P, 10, K)
+    if terms.dim() == 3:  # cameras shared by the batch: one GEMM per pair over every frame
+        coef = _shared_coefficients(x, y, w2).index_select(0, flat)  # (2P, 4, ..., K)
+        normal = (terms @ coef.view(terms.shape[0], 8, -1)).view(*terms.shape[:2],
+                                                                 *coef.shape[2:])
+        normal = normal.movedim((0, 1), (-3, -2))  # (..., P, 10, K)
+    else:
+        coefficients = _coefficients(x, y, w2).index_select(-3, flat)  # (..., 2P, 4, K)
+        normal = terms @ coefficients.unflatten(-3, (-1, 2)).flatten(-3, -2)  # (..., P, 10, K)
     both = valid.index_select(-2, pairs[:, 0]) & valid.index_select(-2, pairs[:, 1])
     local_x = _HomogeneousSolve.apply(normal, both)  # (..., P, 3, K) in the pair's frame
     world = torch.addcmul(origin.unsqueeze(-1), spread[..., None, None], local_x)
