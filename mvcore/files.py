@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import secrets
@@ -211,11 +212,19 @@ else:
     import fcntl
 
     def _try_lock(handle: Any) -> bool:
+        """False when another process holds the lock; a file system that cannot lock at all
+        (Lustre or NFS mounted without locking) is a DataError, not "in use"."""
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            handle.close()
+            raise DataError(
+                f"{Path(handle.name).parent}: cannot lock the folder ({exc.strerror or exc}): "
+                "its file system does not support file locks (a Lustre or NFS mount without "
+                "locking); write to a local or lock-capable folder (--out / --output)") from None
 
     def _unlock(handle: Any) -> None:
         with contextlib.suppress(OSError):

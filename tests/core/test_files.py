@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 import time
@@ -83,6 +84,22 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     assert (tmp_path / LOCK_NAME).exists()  # a leftover file does not block anyone
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl file locks")
+def test_a_file_system_without_locks_is_named_not_called_busy(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(DataError) as info:
+        DirectoryLock(tmp_path, "predict").acquire()
+    assert str(info.value) == (
+        f"{tmp_path}: cannot lock the folder (No locks available): its file system does not "
+        "support file locks (a Lustre or NFS mount without locking); write to a local or "
+        "lock-capable folder (--out / --output)")
 
 
 def test_writable_dir_names_the_problem(tmp_path):
