@@ -5,6 +5,9 @@ shipped and every single-view config are one line, never a traceback."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from mvcore.cli.main import main
@@ -73,3 +76,19 @@ def test_lightning_poses_own_root_path_reference_says_what_to_write(shared_data,
     assert len(err.strip().splitlines()) == 1, err
     assert "'${LP_ROOT_PATH:}/data/mirror-mouse-example_split' holds a reference mvcore " \
            "cannot resolve: write the project folder's path" in err
+
+
+def test_without_mv_cnn_the_split_config_names_the_distribution_to_install(shared_data):
+    path = shared_data / "lightning-pose-configs" / "config_mirror-mouse-example_split.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MVCORE_")}
+    env["MVCORE_DISABLE_PLUGINS"] = "mv-cnn"
+    command = [sys.executable, "-m", "mvcore.cli.main", "config", "check", "--no-data", str(path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: model.model_type: backbone 'heatmap' (Lightning Pose's per-view CNN model) "
+        "comes with mvcore's plugin mv-cnn, which is not installed (or is disabled by "
+        "MVCORE_DISABLE_PLUGINS / MVCORE_LOAD_PLUGINS): pip install mv-cnn (in the mvcore "
+        "repository: pip install -e plugins/mv_cnn)"], result.stderr
+    assert "Traceback" not in result.stderr
