@@ -404,16 +404,20 @@ def _too_narrow(local: Tensor, centers: Tensor, first: Tensor, second: Tensor,
                 views: Tensor, min_ray_angle: float) -> Tensor:
     """Whether the rays from camera centres ``(..., V, 3)`` to points ``(..., 3, K)`` (same
     frame) meet at less than ``min_ray_angle`` (or more than 180 minus it) for every pair
-    ``first[i], second[i]`` of ``views (..., V, K)`` -> ``(..., K)``. Uses
-    ``|a x b|^2 = |a|^2 |b|^2 - (a.b)^2`` on the per-view rays ``(..., V, 3, K)``."""
+    ``first[i], second[i]`` of ``views (..., V, K)`` -> ``(..., K)``: the largest ``sin^2 =
+    1 - cos^2`` over the pairs, from unit rays ``(..., V, 3, K)`` gathered once for both ends
+    of every pair."""
     rays = local.unsqueeze(-3) - centers.unsqueeze(-1)
-    lengths = rays.square().sum(-2)  # (..., V, K)
-    dots = (rays.index_select(-3, first) * rays.index_select(-3, second)).sum(-2)
-    norms = lengths.index_select(-2, first) * lengths.index_select(-2, second)
-    sine2 = (norms - dots.square()) / norms.clamp(min=torch.finfo(norms.dtype).tiny)
-    both = views.index_select(-2, first) & views.index_select(-2, second)
-    best = torch.where(both, sine2, torch.zeros_like(sine2)).amax(-2)
-    return best < math.sin(math.radians(min_ray_angle)) ** 2
+    tiny = torch.finfo(rays.dtype).tiny
+    unit = rays * rays.square().sum(-2, keepdim=True).clamp_(min=tiny).rsqrt_()
+    ends = torch.cat([first, second])
+    p = first.shape[0]
+    gathered = unit.index_select(-3, ends)  # (..., 2P, 3, K)
+    cos = (gathered[..., :p, :, :] * gathered[..., p:, :, :]).sum(-2)  # (..., P, K)
+    seen = views.index_select(-2, ends)
+    both = seen[..., :p, :] & seen[..., p:, :]
+    widest = torch.where(both, cos.square(), torch.ones((), dtype=cos.dtype, device=cos.device))
+    return widest.amin(-2) > 1.0 - math.sin(math.radians(min_ray_angle)) ** 2
 
 
 # ------------------------------------------------------------------ solves
