@@ -33,12 +33,13 @@ def test_dry_run_runs_every_stage_on_cpu(tmp_path: Path) -> None:
                                     "mouse4cam predict"}
     assert all(len(r) == 4 for r in rows)
     # the CUDA tests were collected (they exist and import), and the network stage timed
-    # float32, bf16-mixed and the model's own autocast option
+    # float32, bf16-mixed and the defaults
     collected = next(r for r in rows if r[0] == "cuda tests")[2]
     assert int(collected.split()[0]) > 0
     steps = [r for r in rows if r[0] == "network steps"]
-    assert [r[1].rsplit(", ", 1)[1] for r in steps] == [
-        "float32", "bf16-mixed", "backbone_params.autocast: bf16"]
+    assert [r[1].split("; ", 1)[1] for r in steps] == [
+        "float32 (autocast: off)", "bf16-mixed (training.precision)",
+        "defaults (autocast: auto)"]
     assert all(float(r[2].split()[0]) > 0 for r in steps)
     # the printed table is the TSV as markdown, one line per row
     assert result.stdout.count("\n| ") == len(rows) + 1
