@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mvcore.data.dataset import MultiviewDataset, collate_items
 from mvcore.data.project import MultiviewProject
@@ -33,7 +33,7 @@ from mvcore.data.sessions import VIDEO_SUFFIXES, video_dir
 from mvcore.data.unlabeled import UnlabeledClipDataset
 from mvcore.errors import DataError
 
-__all__ = ["MultiviewDataModule", "split_sizes"]
+__all__ = ["EpochItems", "EpochSeededSampler", "MultiviewDataModule", "split_sizes"]
 
 
 def split_sizes(n: int, train_prob: float, val_prob: float | None = None) -> tuple[int, int, int]:
@@ -84,10 +84,14 @@ def _num_train_frames(n_train: int, train_frames: float | None) -> int:
     return max(1, int(train_frames * n_train))
 
 
-class EpochSeededSampler(Sampler[int]):
-    """Random order drawn from ``(seed, epoch)``: a resumed run sees the same order in epoch e
-    as an uninterrupted one (Lightning calls ``set_epoch`` before every epoch, also through its
-    DDP wrapper). Without ``set_epoch`` each pass moves on to the next epoch's order."""
+class EpochSeededSampler(Sampler[tuple[int, int, int]]):
+    """Random order drawn from ``(seed, epoch)``, so epoch e has the same order in a resumed
+    run as in an uninterrupted one: Lightning calls ``set_epoch`` before every epoch (also
+    through its DDP wrapper). Without ``set_epoch`` each pass moves on to the next epoch's
+    order.
+
+    Yields ``(epoch, position, index)`` keys, which ``EpochItems`` turns into
+    ``dataset[index]`` drawn with the randomness of that epoch and position."""
 
     def __init__(self, num_samples: int, seed: int) -> None:
         self.num_samples, self.seed, self.epoch = int(num_samples), int(seed), 0
@@ -95,13 +99,44 @@ class EpochSeededSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-        self.epoch += 1
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+    def order(self, epoch: int) -> list[int]:
+        """The dataset indices of ``epoch`` in the order they are served."""
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * int(epoch))
+        return torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return iter([(epoch, position, index)
+                     for position, index in enumerate(self.order(epoch))])
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class EpochItems(Dataset):
+    """A shuffled dataset as the training loaders serve it: item ``(epoch, position, index)``
+    is ``dataset[index]`` with the dataset's draw counter set to ``epoch * len + position``
+    first, so its random draws (augmentations, unlabelled clip choice) depend on the epoch and
+    the place in it - not on how many items this copy of the dataset served before. A resumed
+    run, whose dataset starts counting again at 0, thus draws what the uninterrupted run drew
+    (which counted ``epoch * len + position`` items by then), in DataLoader workers too.
+
+    Plain integer keys are passed through. Relies on the datasets' ``_draws`` counter
+    (``MultiviewDataset``, ``UnlabeledClipDataset``); tests/core/data/test_data_order.py pins
+    the behaviour."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> Any:
+        if isinstance(key, tuple):
+            epoch, position, index = key
+            self.dataset._draws = int(epoch) * len(self.dataset) + int(position)
+            key = index
+        return self.dataset[key]
 
 
 class MultiviewDataModule(pl.LightningDataModule):
@@ -193,11 +228,18 @@ class MultiviewDataModule(pl.LightningDataModule):
         names[self.test_indices] = "test"
         return [str(s) for s in names]
 
-    def _loader(self, dataset: MultiviewDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        sampler = None
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        """A loader of ``dataset``; ``shuffle``: in ``EpochSeededSampler`` order through
+        ``EpochItems``, with the workers' base seed drawn from a generator of the data seed
+        (not the global one), so the workers' seeds are the same whichever epoch a run
+        starts (or resumes) in."""
+        sampler = generator = None
         if shuffle:
             seed = int(self.config.training.rng_seed_data_pt)
             sampler = EpochSeededSampler(len(dataset), seed)
+            sampler.set_epoch(self._coming_epoch())
+            generator = torch.Generator().manual_seed(seed)
+            dataset = EpochItems(dataset)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -206,7 +248,18 @@ class MultiviewDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate_items,
+            generator=generator,
         )
+
+    def _coming_epoch(self) -> int:
+        """The epoch the trainer runs next (0 outside a trainer). Lightning creates the train
+        iterator - and with DataLoader workers draws its first indices - before it calls
+        ``set_epoch``; a resumed run's sampler must already be at the resumed epoch then, or
+        that epoch replays epoch 0's order."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         """The labelled loader, or ``{"labeled", "unlabeled"}`` loaders (see module doc)."""

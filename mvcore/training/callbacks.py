@@ -1,4 +1,5 @@
-"""Lightning callbacks of a training run: loss annealing and backbone unfreezing."""
+"""Lightning callbacks of a training run: loss annealing, backbone unfreezing, the epoch length
+for curricula, and the CSV log of a resumed run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
+
+from mvcore.files import atomic_path
 
 
 def anneal_value(epoch: int, init_val: float, increase_factor: float, final_val: float,
@@ -123,7 +126,7 @@ class ResumedCSVLogger(CSVLogger):
         writer = super().experiment  # Lightning's writer deletes metrics.csv (rank 0 only)
         if rows and self._experiment is not None:
             writer.metrics_keys = sorted(rows[0])
-            with path.open("w", newline="") as handle:
+            with atomic_path(path) as partial, partial.open("w", newline="") as handle:
                 out = csv.DictWriter(handle, fieldnames=writer.metrics_keys)
                 out.writeheader()
                 out.writerows(rows)

@@ -33,6 +33,7 @@ from mvcore.geometry import (
     triangulate_pairs,
 )
 from mvcore.losses.factory import LossFactory
+from mvcore.training.guard import check_finite_loss
 
 __all__ = ["MultiviewPoseModule"]
 
@@ -75,6 +76,7 @@ class MultiviewPoseModule(pl.LightningModule):
         # the annealing weight (callbacks.anneal_weight writes it); a buffer so it is saved
         self.register_buffer("anneal_weight", torch.tensor(1.0))
         self.steps_per_epoch = 1
+        self._start_pixel_error()
 
     # ------------------------------------------------------------ on-demand inputs
     @property
@@ -220,6 +222,7 @@ class MultiviewPoseModule(pl.LightningModule):
         anneal = self.anneal_weight
         total, logs = self.loss_supervised(stage="train", anneal_weight=anneal, **inputs)
         self._log_list(logs, batch_size, on_step=True)
+        all_logs = list(logs)
         if len(self.loss_unsupervised):
             unsup_size = batch_size
             unsup_inputs = inputs
@@ -230,11 +233,13 @@ class MultiviewPoseModule(pl.LightningModule):
             unsup, unsup_logs = self.loss_unsupervised(stage="train", anneal_weight=anneal,
                                                        **unsup_inputs)
             total = total + unsup
+            all_logs += unsup_logs
             self._log_list(unsup_logs, unsup_size, on_step=True)
             self.log("train_unsupervised_loss", unsup, batch_size=unsup_size)
+        check_finite_loss(self, total, all_logs)
         self.log("train_loss", total, prog_bar=True, batch_size=batch_size)
         self.log("anneal_weight", float(anneal), batch_size=batch_size)
-        self.log("train_pixel_error", _pixel_error(inputs), prog_bar=True,
+        self.log("train_pixel_error", _mean(*_pixel_error_sum(inputs)).float(), prog_bar=True,
                  batch_size=batch_size)
         for name, values in (batch.get("aug_stats") or {}).items():
             self.log(f"train_{name}", values.float().sum(), on_step=False, on_epoch=True,
@@ -259,8 +264,34 @@ class MultiviewPoseModule(pl.LightningModule):
                  sync_dist=True)
         self.log(f"{stage}_supervised_loss_annealed", annealed, batch_size=batch_size,
                  sync_dist=True)
-        self.log(f"{stage}_pixel_error", _pixel_error(inputs), prog_bar=True,
-                 batch_size=batch_size, sync_dist=True)
+        error_sum, error_count = _pixel_error_sum(inputs)
+        self._pixel_errors[0] += error_sum
+        self._pixel_errors[1] += error_count
+
+    def _start_pixel_error(self) -> None:
+        self._pixel_errors = [torch.zeros((), device=self.device, dtype=torch.float64),
+                              torch.zeros((), device=self.device, dtype=torch.float64)]
+
+    def _log_pixel_error(self, stage: str) -> None:
+        """``{stage}_pixel_error``: the mean over every keypoint measured in the epoch, on all
+        ranks; NaN when none was (no prediction, or no label), never 0."""
+        totals = torch.stack(self._pixel_errors)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            totals = trainer.strategy.reduce(totals, reduce_op="sum")
+        self.log(f"{stage}_pixel_error", _mean(totals[0], totals[1]).float(), prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_pixel_error()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_pixel_error("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_pixel_error()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_pixel_error("test")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -294,12 +325,17 @@ class MultiviewPoseModule(pl.LightningModule):
                                                          "interval": "epoch"}}
 
 
-def _pixel_error(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean Euclidean distance (frame pixels) between augmented predictions and labels."""
+def _pixel_error_sum(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sum, count)`` of the Euclidean distances (frame pixels) between augmented predictions
+    and labels, over the keypoints where both exist (float64 scalars; no device sync). A mean
+    is ``sum / count``: NaN when nothing was measured - never 0, which would look perfect."""
     targ = inputs["keypoints_targ"].reshape(inputs["keypoints_targ"].shape[0], -1, 2)
     pred = inputs["keypoints_pred_augmented"].reshape_as(targ)
-    dist = (pred.detach() - targ).norm(dim=-1)
+    dist = (pred.detach() - targ).norm(dim=-1).double()
     valid = torch.isfinite(dist)
-    if not valid.any():
-        return dist.new_zeros(())
-    return dist[valid].mean()
+    return torch.where(valid, dist, 0.0).sum(), valid.sum().double()
+
+
+def _mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """``total / count``, NaN when ``count`` is 0 (nothing measured is not an error of 0)."""
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, torch.nan))

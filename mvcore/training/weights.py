@@ -15,8 +15,8 @@ import torch
 
 from mvcore.errors import ConfigError, MvcoreError
 
-__all__ = ["checkpoint_of", "load_network_weights", "read_network_weights",
-           "start_from_checkpoint"]
+__all__ = ["checkpoint_of", "describe_mismatch", "load_network_weights",
+           "read_network_weights", "start_from_checkpoint"]
 
 _LOSS_PREFIXES = ("loss_supervised.", "loss_unsupervised.")
 _SHOWN = 3
@@ -27,7 +27,9 @@ def read_network_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise MvcoreError(f"{ckpt}: cannot be read as a checkpoint: {exc}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise MvcoreError(f"{ckpt}: cannot be read as a checkpoint ({reason}); the file is "
+                          "truncated, damaged or not a checkpoint") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise MvcoreError(f"{ckpt}: no state_dict in the checkpoint")
@@ -39,17 +41,24 @@ def load_network_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]
     """Load every network weight of ``module`` from ``state``; a missing, unexpected or
     differently shaped tensor is an MvcoreError naming ``source`` and ``target``."""
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(_LOSS_PREFIXES)}
-    shapes = [f"{k} is {tuple(state[k].shape)} there but {tuple(v.shape)} here"
-              for k, v in own.items() if k in state and state[k].shape != v.shape]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if shapes or missing or unexpected:
-        details = "; ".join(part for part in (
-            ", ".join(shapes[:_SHOWN]),
-            f"missing {missing[:_SHOWN]}" if missing else "",
-            f"unexpected {unexpected[:_SHOWN]}" if unexpected else "") if part)
+    details = describe_mismatch(own, state)
+    if details:
         raise MvcoreError(f"{source} does not fit the network of {target}: {details}")
     module.load_state_dict(state, strict=False)
+
+
+def describe_mismatch(own: dict[str, torch.Tensor], state: dict[str, Any]) -> str:
+    """What keeps ``state`` from loading into tensors ``own`` (the first few differently
+    shaped, missing and unexpected names, one line), or "" when every tensor fits."""
+    shapes = [f"{k} is {tuple(state[k].shape)} there but {tuple(v.shape)} here"
+              for k, v in own.items()
+              if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    return "; ".join(part for part in (
+        ", ".join(shapes[:_SHOWN]),
+        f"missing {missing[:_SHOWN]}" if missing else "",
+        f"unexpected {unexpected[:_SHOWN]}" if unexpected else "") if part)
 
 
 def checkpoint_of(path: Path) -> tuple[Path, Path | None]:

@@ -1,8 +1,17 @@
-"""``mvcore train CFG [--set key=value ...]``: train, then predict the labelled frames."""
+"""``mvcore train CFG [--set key=value ...]``: train, then predict the labelled frames.
+
+Ends with one line, the verdict (``docs/training.md``): ``trained: ...`` on stdout and exit
+code 0; ``error: diverged: ...`` / ``error: failed: ...`` on stderr and exit code 1 (the run
+went wrong; the last good checkpoint is kept); ``stopped: ...`` with the ``--resume`` command
+that continues the run, exit code 130 (Ctrl-C) or 143 (SIGTERM). Input mistakes are
+``error: ...`` and exit code 2, as for every command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,16 +24,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default=None,
                         help="model directory (default: outputs/<date>/<time> beside the config)")
     parser.add_argument("--resume", default=None, metavar="MODEL_DIR",
-                        help="continue the run in MODEL_DIR from its last checkpoint")
+                        help="continue the run in MODEL_DIR from its last checkpoint, with the "
+                             "config it was trained with")
     parser.set_defaults(func=run)
+
+
+def resume_command(args: argparse.Namespace, model_dir: object) -> str:
+    """The command line that continues this run: the same config and overrides, ``--resume``."""
+    words = ["mvcore", "train", args.config]
+    for override in args.overrides:
+        words += ["--set", override]
+    return shlex.join([*words, "--resume", str(model_dir)])
 
 
 def run(args: argparse.Namespace) -> int:
     # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.config import load_config
-    from mvcore.workflow import train
+    from mvcore.training.outcome import TrainingFailed, TrainingInterrupted
+    from mvcore.workflow import train_run
 
     config = load_config(args.config, args.overrides)
-    model_dir = train(config, output_dir=args.output, resume=args.resume)
-    print(f"model directory: {model_dir}")
+    try:
+        result = train_run(config, output_dir=args.output, resume=args.resume)
+    except TrainingFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return TrainingFailed.exit_code
+    except TrainingInterrupted as exc:
+        if exc.resumable:
+            hint = f"continue with: {resume_command(args, exc.model_dir)}"
+        else:
+            hint = "nothing to resume; run the same command again to start over"
+        print(f"{exc.message}; {hint}", file=sys.stderr)
+        return exc.exit_code
+    print(result.verdict())
     return 0

@@ -19,7 +19,7 @@ from mvcore.losses.base import Loss
 from mvcore.plugin.components import build_components
 from mvcore.plugin.manager import get_plugin_manager
 from mvcore.testing import toy_context
-from mvcore.training.module import MultiviewPoseModule
+from mvcore.training.module import MultiviewPoseModule, _mean, _pixel_error_sum
 
 CONTEXT = toy_context(num_views=2, num_keypoints=3, image_size=32)
 
@@ -191,3 +191,15 @@ def test_the_core_names_no_loss_and_tests_no_input_substring():
             if any(name in text for name in names) or text in {"3d", "reprojected", "_3d"}:
                 offenders.append(f"{path.relative_to(root)}: {text!r}")
     assert not offenders, offenders
+
+
+def test_pixel_error_over_no_measured_keypoint_is_nan_never_zero():
+    targ = torch.tensor([[0.0, 0.0, 3.0, 4.0], [float("nan")] * 4])
+    pred = torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    total, count = _pixel_error_sum({"keypoints_targ": targ, "keypoints_pred_augmented": pred})
+    assert (float(total), float(count)) == (6.0, 2.0)  # distances 1 and 5; the NaN row skipped
+    assert float(_mean(total, count)) == 3.0
+    nothing = {"keypoints_targ": targ,
+               "keypoints_pred_augmented": torch.full_like(pred, torch.nan)}
+    total, count = _pixel_error_sum(nothing)
+    assert float(count) == 0.0 and math.isnan(float(_mean(total, count)))
