@@ -20,7 +20,7 @@ import yaml
 
 from mvcore.config.load import dump_config
 from mvcore.errors import ConfigError, DataError
-from mvcore.training.weights import describe_mismatch
+from mvcore.training.weights import describe_mismatch, unreadable_reason
 
 __all__ = ["LAST", "check_resume", "read_checkpoint"]
 
@@ -34,7 +34,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same message
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = unreadable_reason(exc)
         raise DataError(f"{path}: cannot be read as a checkpoint ({reason}); the file is "
                         "truncated or damaged - restore it from a copy, or train a new model "
                         "with --output") from None

@@ -16,10 +16,18 @@ import torch
 from mvcore.errors import ConfigError, MvcoreError
 
 __all__ = ["checkpoint_of", "describe_mismatch", "load_network_weights",
-           "read_network_weights", "start_from_checkpoint"]
+           "read_network_weights", "start_from_checkpoint", "unreadable_reason"]
 
 _LOSS_PREFIXES = ("loss_supervised.", "loss_unsupervised.")
 _SHOWN = 3
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, short enough for a one-line message: the first sentence of
+    the error's first line (torch appends paragraphs of advice), at most 120 characters."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    sentence = line.split(". ")[0].rstrip(".") or type(exc).__name__
+    return sentence if len(sentence) <= 120 else sentence[:117] + "..."
 
 
 def read_network_weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -27,7 +35,7 @@ def read_network_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = unreadable_reason(exc)
         raise MvcoreError(f"{ckpt}: cannot be read as a checkpoint ({reason}); the file is "
                           "truncated, damaged or not a checkpoint") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None

@@ -6,7 +6,8 @@ and runs each in a forked child (so a run costs its training, not the ~10 s of i
 
 - ``argv``: the arguments after ``mvcore`` (``["train", CFG, "--set", ..., "--output", DIR]``);
 - ``log``: the child's stdout and stderr go to ``log + ".out"`` / ``log + ".err"``;
-- ``signal``: ``"KILL"`` (``kill -9``: no handler, no cleanup) or ``"INT"`` (Ctrl-C), or None;
+- ``signal``: ``"KILL"`` (``kill -9``: no handler, no cleanup), ``"INT"`` (Ctrl-C) or
+  ``"TERM"`` (a cluster's time limit), or None;
 - ``when``: ``"epoch-start:E"`` (at the start of epoch E, right after the checkpoint of epoch
   E-1 was written), ``"batch:E:B"`` (after batch B of epoch E: mid-epoch) or
   ``"saving-last:E"`` (while ``last.ckpt`` of epoch E is written: its temporary file is

@@ -5,8 +5,9 @@ same ``metrics.csv`` - bit for bit on the CPU.
 Run A trains EPOCHS epochs uninterrupted. Run B is interrupted four times, each time resumed
 with the command the Ctrl-C message printed: ``kill -9`` at an epoch boundary (right after a
 checkpoint), Ctrl-C mid-epoch (exit 130, the ``--resume`` command printed), ``kill -9`` while
-``last.ckpt`` is being written, and ``kill -9`` mid-epoch; then it finishes. Every source of
-randomness and state is on, so each must survive the restarts: augmentation (``imgaug: dlc``)
+``last.ckpt`` is being written, and ``kill -9`` mid-epoch; then it finishes. Run C gets
+SIGTERM in its first epoch (exit 143, nothing to resume). Every source of randomness and
+state is on, so each must survive the restarts: augmentation (``imgaug: dlc``)
 in DataLoader workers, the unlabelled clips of an unsupervised loss, drop-path (the global
 torch RNG), patch masking (a step-based curriculum), loss annealing and backbone unfreezing.
 The runs are forked from one parent (``tests/helpers/interrupt_training.py``), so each costs
@@ -117,6 +118,9 @@ def runs(tmp_path_factory) -> dict:
         record["mid-epoch"] = runner(resume, "KILL", "batch:2:1")
         record["after mid-epoch"] = _state(run_b)
         record["finish"] = runner(resume)
+        # a cluster's time limit before the first checkpoint: nothing to resume
+        record["sigterm"] = runner([*train, "--output", str(root / "C")], "TERM", "batch:0:0")
+        record["C"] = root / "C"
     finally:
         runner.close()
     return record
@@ -145,6 +149,17 @@ def test_ctrl_c_exits_130_and_prints_the_resume_command(runs):
     assert last.startswith(f"stopped: interrupted (Ctrl-C) in epoch 1 (step "
                            f"{STEPS_PER_EPOCH + 2}); the last good checkpoint is kept: ")
     assert last.endswith(f"(epoch 0); continue with: mvcore {shlex.join(runs['resume'])}")
+
+
+def test_sigterm_before_the_first_checkpoint_exits_143_and_says_there_is_nothing_to_resume(
+        runs):
+    rc, out, err = runs["sigterm"]
+    assert rc == 143
+    assert "Traceback" not in err and "trained:" not in out
+    assert err.strip().splitlines()[-1] == (
+        "stopped: terminated (SIGTERM) in epoch 0 (step 1); no epoch finished, so no "
+        "checkpoint was written; nothing to resume; run the same command again to start over")
+    assert not (runs["C"] / "checkpoints" / "last.ckpt").exists()
 
 
 def test_resumed_run_ends_with_the_same_weights_optimiser_and_schedule(runs):
@@ -227,19 +242,25 @@ def test_resume_with_another_image_size_is_refused_and_touches_nothing(runs, cop
     line = _refused(capsys, ["train", runs["config"], *_sets(), "--set",
                              "data.image_resize_dims.height=32", "--set",
                              "data.image_resize_dims.width=32", "--resume", str(copy_of_b)])
-    assert "data.image_resize_dims (height x width) 64x64 but this config has 32x32" in line
-    assert str(copy_of_b / "config.yaml") in line
+    assert line == (f"error: --resume {copy_of_b}: the model was trained with "
+                    "data.image_resize_dims (height x width) 64x64 but this config has 32x32; "
+                    f"resume with the config it was trained with ({copy_of_b / 'config.yaml'})"
+                    ", or train a new model with --output")
     assert _snapshot(copy_of_b) == before
 
 
 def test_resume_of_a_model_of_other_keypoints_is_refused_and_touches_nothing(runs, copy_of_b,
                                                                             capsys):
     context = json.loads((copy_of_b / "context.json").read_text())
-    context["keypoint_names"] = context["keypoint_names"][:3]
+    ours = context["keypoint_names"]
+    context["keypoint_names"] = ours[:3]
     (copy_of_b / "context.json").write_text(json.dumps(context))
     before = _snapshot(copy_of_b)
     line = _refused(capsys, [*runs["resume"][:-1], str(copy_of_b)])
-    assert f"keypoints {context['keypoint_names']} but this config has [" in line
+    assert line == (f"error: --resume {copy_of_b}: the model was trained with keypoints "
+                    f"{ours[:3]} but this config has {ours}; resume with the config it was "
+                    f"trained with ({copy_of_b / 'config.yaml'}), or train a new model with "
+                    "--output")
     assert _snapshot(copy_of_b) == before
 
 
@@ -248,8 +269,10 @@ def test_truncated_last_checkpoint_is_one_line_naming_it(runs, copy_of_b, capsys
     last.write_bytes(last.read_bytes()[:100_000])
     before = _snapshot(copy_of_b)
     line = _refused(capsys, [*runs["resume"][:-1], str(copy_of_b)])
-    assert line.startswith(f"error: {last}: cannot be read as a checkpoint (")
-    assert "truncated" in line
+    assert line == (f"error: {last}: cannot be read as a checkpoint (PytorchStreamReader "
+                    "failed reading zip archive: failed finding central directory); the file "
+                    "is truncated or damaged - restore it from a copy, or train a new model "
+                    "with --output")
     assert _snapshot(copy_of_b) == before
 
 

@@ -95,8 +95,9 @@ def test_a_truncated_checkpoint_is_one_line_naming_it_for_every_reader(tmp_path)
                                    "copy, or train a new model with --output"),
                          (loaded, "the file is truncated, damaged or not a checkpoint")):
         message = str(info.value)
-        assert message.startswith(f"{path}: cannot be read as a checkpoint (")
-        assert message.endswith(f"); {advice}") and "\n" not in message
+        assert message == (f"{path}: cannot be read as a checkpoint (PytorchStreamReader "
+                           "failed reading zip archive: failed finding central directory); "
+                           f"{advice}")
     torch.save({"epoch": 1}, path)
     with pytest.raises(DataError, match=r"not a Lightning checkpoint of mvcore \(no "
                                         r"state_dict\); --resume needs the model directory"):
