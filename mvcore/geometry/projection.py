@@ -318,8 +318,9 @@ def undistort_points(
     Applies the full ``K^-1`` (skew included), then solves ``distort(xy) = xy_d`` by Newton's
     method from the radial inverse series ``xy_d (1 - k1 r_d^2 + (3 k1^2 - k2) r_d^4)`` (on
     the invertible branch of the lens model, closer than OpenCV's start ``xy_d``): a fixed 3
-    steps, then a convergence test per step while some point still gains, up to
-    ``iterations``. A point counts as converged when the residual is below ``max(tol, 64
+    steps, then a convergence test per step; each point stops once converged or no longer
+    gaining (so its result does not depend on the rest of the batch), up to ``iterations``.
+    A point counts as converged when the residual is below ``max(tol, 64
     eps)`` (scaled by ``1 + |xy_d|``) and the solution lies on the invertible branch of the
     lens model (its symmetric 2x2 Jacobian is positive definite: not beyond the fold of a
     strongly negative k1 near image corners, not a mirrored root; and ``|xy|^2 < 1e4``, where
