@@ -93,3 +93,28 @@ def test_multiview_reprojection_loss_matches_reference(
     assert 0 < float(value) and grad[~calibrated].eq(0).all()
     torch.testing.assert_close(value, value_ref, rtol=1e-6, atol=0)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5 * float(grad_ref.abs().max()))
+
+
+def test_pairwise_masked_mean_equals_the_mean_of_the_valid_terms(
+    context: Callable[..., Context],
+) -> None:
+    # the loss reduces without gathering (no boolean index): same value and gradient as the
+    # mean over the gathered valid terms, with NaN pairs and pairs past max_distance left out
+    g = torch.Generator().manual_seed(3)
+    targets = torch.randn(B, K, 3, generator=g, dtype=torch.float64)
+    preds = targets.unsqueeze(1) + torch.randn(B, 6, K, 3, generator=g, dtype=torch.float64)
+    preds[0, 1, 2] = float("nan")
+    targets[1, 3] = float("nan")
+    loss_fn = PairwiseProjectionsLoss(PairwiseProjectionsLoss.Params(max_distance=2.0),
+                                      context(num_views=V, num_keypoints=K))
+    leaf = preds.clone().requires_grad_()
+    value = loss_fn(keypoints_targ_3d=targets, keypoints_pred_3d=leaf, stage="train")[0]
+    (grad,) = torch.autograd.grad(value, leaf)
+    leaf_ref = preds.clone().requires_grad_()
+    distances = (leaf_ref - targets.unsqueeze(1)).norm(dim=-1)
+    keep = distances.isfinite() & (distances <= 2.0)
+    assert 0 < int(keep.sum()) < keep.numel() - 2 * 6 - K
+    value_ref = loss_fn.weight * distances[keep].mean()
+    (grad_ref,) = torch.autograd.grad(value_ref, leaf_ref)
+    torch.testing.assert_close(value, value_ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad, grad_ref.nan_to_num(0.0), rtol=1e-10, atol=1e-14)

@@ -29,6 +29,15 @@ def _safe_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.where(pos, sq, torch.ones_like(sq)).sqrt(), torch.zeros_like(sq))
 
 
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of the finite ``values`` where ``valid`` (both ``(B, P, K)``), as
+    ``reduce_loss(values[valid])`` but without gathering them (a boolean index is a nonzero
+    pass forward and a scatter backward, a third of this loss's time); 0 keeping the graph
+    when nothing is valid."""
+    mask = valid.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 class PairwiseProjectionsParams(LossParams):
     #: the seed documentation's example value (Lightning Pose's class default is 0.0)
     log_weight: float | None = 0.5
@@ -83,7 +92,7 @@ class PairwiseProjectionsLoss(Loss):
         valid, logs = drop_outliers(distances, valid, self.params.max_distance,
                                     f"{stage}_{self.loss_name}_outlier_fraction")
         elementwise = self.rectify_epsilon(distances)
-        scalar = self.reduce_loss(elementwise[valid], method="mean")
+        scalar = _masked_mean(elementwise, valid)
         return self.weight * scalar, self.log_loss(scalar, stage) + logs
 
 
