@@ -145,10 +145,10 @@ def test_ctrl_c_exits_130_and_prints_the_resume_command(runs):
     rc, _, err = runs["ctrl-c"]
     assert rc == 130
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"stopped: interrupted (Ctrl-C) in epoch 1 (step "
-                           f"{STEPS_PER_EPOCH + 2}); the last good checkpoint is kept: ")
-    assert last.endswith(f"(epoch 0); continue with: mvcore {shlex.join(runs['resume'])}")
+    assert err.strip().splitlines()[-1] == (
+        f"stopped: interrupted (Ctrl-C) in epoch 1 (step {STEPS_PER_EPOCH + 2}); the last "
+        f"good checkpoint is kept: {runs['B'] / 'checkpoints' / 'last.ckpt'} (epoch 0); "
+        f"continue with: mvcore {shlex.join(runs['resume'])}")
 
 
 def test_sigterm_before_the_first_checkpoint_exits_143_and_says_there_is_nothing_to_resume(
