@@ -37,6 +37,10 @@ __all__ = [
 
 _HEADER_ROWS = 3
 _KNOWN_COORDS = ("x", "y", "visible", "likelihood")
+#: per-keypoint statistics of ensembles and smoothers (mvcore's ``predict`` of several models,
+#: the ensemble-kalman-smoother package's outputs): read past, not returned
+_STAT_COORDS = ("x_ens_mean", "y_ens_mean", "x_ens_median", "y_ens_median", "x_ens_var",
+                "y_ens_var", "x_posterior_var", "y_posterior_var")
 _NAN_TEXT = {"", "nan", "NaN", "NAN", "null", "None"}
 #: delimiters other than ',' that a one-column header line gives away
 _OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
@@ -144,7 +148,7 @@ def _check_header_kind(path: Path, rows: list[list[str]]) -> None:
 
     def coords_like(row: list[str]) -> bool:
         cells = [c.strip().lower() for c in row[1:] if c.strip()]
-        return bool(cells) and all(c in _KNOWN_COORDS for c in cells)
+        return bool(cells) and all(c in _KNOWN_COORDS + _STAT_COORDS for c in cells)
 
     if firsts[0] == "scorer":
         return
@@ -225,6 +229,8 @@ def _parse(path: str | Path) -> _Parsed:
         part, coord = parts_row[col].strip(), coords_row[col].strip().lower()
         if not coord:
             extra_cols[scorer_row[col].strip() or part or f"column_{col + 1}"] = col
+            continue
+        if coord in _STAT_COORDS:
             continue
         if coord not in _KNOWN_COORDS:
             raise DataError(
