@@ -8,10 +8,9 @@ and runs each in a forked child (so a run costs its training, not the ~10 s of i
 - ``log``: the child's stdout and stderr go to ``log + ".out"`` / ``log + ".err"``;
 - ``signal``: ``"KILL"`` (``kill -9``: no handler, no cleanup), ``"INT"`` (Ctrl-C) or
   ``"TERM"`` (a cluster's time limit), or None;
-- ``when``: ``"epoch-start:E"`` (at the start of epoch E, right after the checkpoint of epoch
-  E-1 was written), ``"batch:E:B"`` (after batch B of epoch E: mid-epoch) or
-  ``"saving-last:E"`` (while ``last.ckpt`` of epoch E is written: its temporary file is
-  complete but not yet renamed).
+- ``when``: ``"batch:E:B"`` (after batch B of epoch E: mid-epoch) or ``"saving-last:E"``
+  (while ``last.ckpt`` of epoch E is written: its temporary file is complete but not yet
+  renamed).
 
 The signal is sent with ``os.kill`` to the child itself, so it arrives exactly there. Every
 run, the uninterrupted one included, is forked from the same parent: same state, same numbers.
@@ -50,10 +49,6 @@ def _fire(name: str) -> None:
 class _Interrupt(pl.Callback):
     def __init__(self, name: str, where: str, epoch: int, batch: int) -> None:
         self.name, self.where, self.epoch, self.batch = name, where, epoch, batch
-
-    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        if self.where == "epoch-start" and trainer.current_epoch == self.epoch:
-            _fire(self.name)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
