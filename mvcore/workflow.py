@@ -38,6 +38,9 @@ def _launching_process() -> bool:
     torchrun) started beside it: those run the same command again and must not lock."""
     if "RANK" in os.environ:
         return os.environ["RANK"] == "0"
+    if (int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+            and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")):
+        return os.environ.get("SLURM_PROCID", "0") == "0"  # srun started every task itself
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 

@@ -203,6 +203,13 @@ class TrainingConfig(_Strict):
             )
         return self
 
+    def devices_per_node(self, on_gpu: bool) -> int:
+        """Devices (processes) per node: ``devices`` when set, else ``num_gpus`` on a GPU
+        and 1 on the CPU. Training and the per-device batch sizes both use it."""
+        if self.devices is not None:
+            return self.devices
+        return max(1, self.num_gpus or 1) if on_gpu else 1
+
 
 class ModelConfig(_Strict):
     losses_to_use: list[str] | None = Field(default_factory=list)

@@ -143,10 +143,11 @@ class MultiviewDataModule(pl.LightningDataModule):
     """Builds the project (unless given), the splits, and the data loaders.
 
     ``train_indices`` / ``val_indices`` / ``test_indices`` are ``(m,)`` int64 project rows in
-    split (permutation) order. Batch sizes are the config's divided by ``training.num_gpus``
-    (rounded up). ``use_unlabeled``: serve unlabelled clips beside the labelled batches (the
-    training run sets it when it builds unsupervised losses). Batches are collated by
-    ``collate_items`` (``mvcore.contracts.LabeledBatch`` / ``ClipBatch``).
+    split (permutation) order. Batch sizes are the config's divided by the devices per node
+    (``training.devices``, else ``num_gpus`` on a GPU, 1 on the CPU; rounded up), as Lightning
+    Pose divides by ``num_gpus``. ``use_unlabeled``: serve unlabelled clips beside the
+    labelled batches (the training run sets it when it builds unsupervised losses). Batches
+    are collated by ``collate_items`` (``mvcore.contracts.LabeledBatch`` / ``ClipBatch``).
     """
 
     def __init__(
@@ -169,10 +170,12 @@ class MultiviewDataModule(pl.LightningDataModule):
         self._datasets: dict[str, MultiviewDataset] = {}
         self._is_setup = False
         training = config.training
-        gpus = max(1, int(training.num_gpus or 1))
-        self.train_batch_size = math.ceil(training.train_batch_size / gpus)
-        self.val_batch_size = math.ceil(training.val_batch_size / gpus)
-        self.test_batch_size = math.ceil(training.test_batch_size / gpus)
+        wanted = training.accelerator
+        on_gpu = wanted in ("gpu", "cuda") or (wanted == "auto" and torch.cuda.is_available())
+        devices = training.devices_per_node(on_gpu)
+        self.train_batch_size = math.ceil(training.train_batch_size / devices)
+        self.val_batch_size = math.ceil(training.val_batch_size / devices)
+        self.test_batch_size = math.ceil(training.test_batch_size / devices)
         self.num_workers = int(training.num_workers or 0)
 
     def setup(self, stage: str | None = None) -> None:

@@ -85,13 +85,15 @@ def resolve_model_dir(config: MvConfig, output_dir: str | None, resume: str | No
 
 
 def accelerator(config: MvConfig) -> tuple[str, int]:
-    """``(Lightning accelerator, devices)`` for ``training.accelerator``."""
-    wanted = config.training.accelerator
+    """``(Lightning accelerator, devices per node)`` for ``training.accelerator`` and
+    ``training.devices`` (null: ``num_gpus`` on a GPU, 1 on the CPU)."""
+    training = config.training
+    wanted = training.accelerator
     if wanted in ("gpu", "cuda") or (wanted == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError(f"training.accelerator: {wanted} but no CUDA GPU is available")
-        return "gpu", max(1, config.training.num_gpus)
-    return "cpu", 1
+        return "gpu", training.devices_per_node(on_gpu=True)
+    return "cpu", training.devices_per_node(on_gpu=False)
 
 
 def prepare_training(config: MvConfig, components: Any, project: Any, resume: bool = False

@@ -120,7 +120,7 @@ def test_train_frames_truncates_train(project_dir, train_frames, kept):
 
 
 def test_loaders(project_dir):
-    dm = MultiviewDataModule(make_config(project_dir, num_gpus=2, train_prob=0.6, val_prob=0.2))
+    dm = MultiviewDataModule(make_config(project_dir, devices=2, train_prob=0.6, val_prob=0.2))
     assert (dm.train_batch_size, dm.val_batch_size, dm.test_batch_size) == (2, 2, 16)
     loader = dm.train_dataloader()
     assert not loader.persistent_workers and loader.num_workers == 0

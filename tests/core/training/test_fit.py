@@ -81,3 +81,26 @@ def test_a_run_without_validation_keeps_the_last_weights():
     result = FitResult(Path("m"), True, 1, 4, Path("m/checkpoints/last.ckpt"))
     assert result.verdict() == ("trained: 1 epoch (4 steps); no validation ran, the model "
                                 "holds the last epoch's weights; model directory: m")
+
+
+@pytest.mark.parametrize(("env", "launching"), [
+    ({}, True),
+    ({"RANK": "0"}, True), ({"RANK": "1"}, False),  # torchrun
+    ({"LOCAL_RANK": "1"}, False), ({"NODE_RANK": "1"}, False),  # Lightning's DDP launcher
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "train"}, True),
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2", "SLURM_JOB_NAME": "train"}, False),
+    # an interactive allocation (srun --pty bash): the user's own process, whatever the counts
+    ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "2", "SLURM_JOB_NAME": "bash"}, True),
+    ({"SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "train"}, True),
+])
+def test_only_the_launching_process_locks_the_model_directory(monkeypatch, env, launching):
+    """Under srun every task runs ``mvcore train`` itself: only task 0 may take the lock, or
+    the others fail as busy and rank 0 waits for them for ever."""
+    from mvcore.workflow import _launching_process
+
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID",
+                 "SLURM_JOB_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _launching_process() is launching
