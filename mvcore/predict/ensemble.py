@@ -375,7 +375,10 @@ def predict_ensemble(model_dirs: list[str | Path], out_dir: str | Path,
                    unit="session", disable=not progress, leave=False)
         for s, name in bar:
             calib = per_model[0][s].calibration
-            cameras = None if calib is None else load_calibration(calib).select(view_names)
+            with warnings.catch_warnings():  # its warnings were given when it predicted
+                warnings.simplefilter("ignore")
+                cameras = None if calib is None else load_calibration(calib).select(
+                    view_names)
             inputs = [out / MODELS_DIR / n / f"{name}_{v}.csv" for n in names
                       for v in view_names]
             inputs += [calib] if calib is not None else []

@@ -21,10 +21,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "locked while predict runs. A video that fails part-way keeps the frames before "
             "it as <session>_<view>.incomplete.csv (and exits 2). --devices N shares the "
             "sessions out among N processes (one per GPU); under srun or torchrun each "
-            "process is one of them (docs/cluster.md). See docs/predict.md."
+            "process is one of them (docs/cluster.md). See docs/predict.md. Several model "
+            "directories (same views and keypoints): each model's predictions in "
+            "<out>/models/<name>, the ensemble's (mean, variance over models) in "
+            "<out>/ensemble, and with --smooth eks the multi-camera Ensemble Kalman "
+            "Smoother's in <out>/eks (docs/ensembles.md)."
         ),
     )
-    parser.add_argument("model_dir", help="model directory written by `mvcore train`")
+    parser.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR",
+                        help="model directory written by `mvcore train`; several: an ensemble")
+    parser.add_argument("--smooth", default=None, choices=["eks"],
+                        help="smooth the (ensemble's) predictions with the multi-camera Ensemble "
+                             "Kalman Smoother of the ensemble-kalman-smoother package "
+                             '(pip install "mvcore[smooth]"); needs --out')
     parser.add_argument("--videos", default=None, metavar="DIR",
                         help="video directory (default: the config's data.video_dir)")
     parser.add_argument("--session", default=None, metavar="NAME",
@@ -70,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     threshold = args.confidence_threshold
+    if len(args.model_dirs) > 1 or args.smooth is not None:
+        return _run_ensemble(args, DEFAULT_CONFIDENCE_THRESHOLD if threshold is None
+                             else threshold)
     try:
         run = predict_distributed(
-            args.model_dir, video_dir=args.videos, session=args.session, out_dir=args.out,
+            args.model_dirs[0], video_dir=args.videos, session=args.session, out_dir=args.out,
             batch_size=args.batch_size, precision=args.precision,
             labeled_video=args.labeled_video, overwrite=args.overwrite,
             checkpoint=args.checkpoint,
@@ -89,4 +101,30 @@ def run(args: argparse.Namespace) -> int:
     done = sum(r.status == "predicted" for r in run.results)
     by = f" by {run.processes} processes" if run.processes > 1 else ""
     print(f"{done} session(s) predicted{by}, {len(run.results) - done} skipped")
+    return 0
+
+
+def _run_ensemble(args: argparse.Namespace, threshold: float) -> int:
+    """Several models and/or ``--smooth``: ``mvcore.predict.ensemble.predict_ensemble``."""
+    from mvcore.errors import ConfigError
+    from mvcore.predict.ensemble import predict_ensemble
+
+    what = "an ensemble (several model directories)" if len(args.model_dirs) > 1 \
+        else "--smooth"
+    if args.out is None:
+        raise ConfigError(f"{what} needs --out DIR: the folder of the ensemble's outputs")
+    for flag, given in (("--labeled-video", args.labeled_video),
+                        ("--devices", args.devices not in (None, 1)),
+                        ("--num-nodes", args.num_nodes not in (None, 1))):
+        if given:
+            raise ConfigError(f"{flag} is not available with {what}; predict one model "
+                              "without --smooth for it")
+    results = predict_ensemble(
+        args.model_dirs, args.out, video_dir=args.videos, session=args.session,
+        smooth=args.smooth, batch_size=args.batch_size, precision=args.precision,
+        overwrite=args.overwrite, checkpoint=args.checkpoint, confidence_threshold=threshold,
+        calibration=args.calibration, device=args.device)
+    done = sum(r.status == "predicted" for r in results)
+    print(f"{done} session(s) of the ensemble written, {len(results) - done} skipped -> "
+          f"{args.out}")
     return 0

@@ -19,6 +19,7 @@ import yaml
 from predict_models import KEYPOINTS, VIEWS, use_tiny_components
 
 import mvcore.predict.ensemble as ensemble
+from mvcore.cli.main import main
 from mvcore.data.csv_io import read_keypoints_csv
 from mvcore.errors import ConfigError, DataError
 from mvcore.example import KEYPOINT_NAMES
@@ -247,3 +248,25 @@ def test_predict_ensemble_writes_models_ensemble_smoothed_and_skips(model_dir, t
     lines.clear()
     assert [r.status for r in run()] == ["predicted"]
     assert any("s1_c1.csv is 3 bytes" in line for line in lines)
+
+
+def test_cli_predicts_an_ensemble_and_says_what_is_missing(model_dir, tmp_path, monkeypatch,
+                                                           capsys) -> None:
+    """``mvcore predict MODEL_DIR MODEL_DIR --out DIR``: the ensemble; one-line errors for a
+    missing --out, --labeled-video, and --smooth eks without the package."""
+    use_tiny_components(monkeypatch)
+    other = _second_model(model_dir, tmp_path)
+    out = tmp_path / "ens"
+    cli = ["predict", str(model_dir), str(other), "--batch-size", "4", "--device", "cpu"]
+    assert main([*cli, "--out", str(out)]) == 0
+    assert "1 session(s) of the ensemble written" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "ensemble").glob("*.csv")) == \
+        sorted([f"s1_{v}.csv" for v in VIEWS] + ["s1_3d.csv"])
+    assert not (out / "eks").exists()
+    for options, expected in [((), "needs --out DIR"),
+                              (("--out", str(out), "--labeled-video"), "--labeled-video is not"),
+                              (("--out", str(out), "--smooth", "eks"), "mvcore[smooth]")]:
+        monkeypatch.setitem(sys.modules, "eks.multicam_smoother", None)
+        assert main([*cli, *options]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and expected in error, error
