@@ -13,7 +13,7 @@ PAGE = ROOT / "docs" / "troubleshooting.md"
 PREFIXES = ("error: ", "warning: ", "stopped: ")
 #: a clause that names an instance (a path, a number, an elided part) is not checked word for
 #: word; every other clause must be text the code prints
-INSTANCE = re.compile(r"[0-9/<']|\.\.\.|\(\w+Error\)|^[\w-]+(\.[\w-]+)+$")  # OS words, keys
+INSTANCE = re.compile(r"[0-9/<']|\.\.\.|\(by the OS\)|^[\w-]+(\.[\w-]+)+$")  # OS words, keys
 #: shorter clauses ("exit 2", a key) say too little to check
 MIN_CLAUSE = 12
 
@@ -26,6 +26,11 @@ def _examples() -> list[str]:
 
 
 def _clauses(message: str) -> list[str]:
+    """``message`` split at '; ' and ': ', without parenthesised asides (which may quote
+    another program: torch's or the OS's reason)."""
+    message = re.sub(r"\(\w+Error\)", "(by the OS)", message)  # kept: marks the OS's words
+    while re.search(r"\([^()]*\)", message.replace("(by the OS)", "")):
+        message = re.sub(r"\((?!by the OS\))[^()]*\)", "", message)
     return [c for part in message.split("; ") for c in part.split(": ") if c]
 
 
