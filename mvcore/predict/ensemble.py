@@ -114,6 +114,7 @@ def load_eks() -> SimpleNamespace:
     smoother, ``MarkerArray``, and aniposelib's cameras that it projects with); a one-line
     ConfigError saying how to install it when it is missing."""
     try:
+        # lazy: an optional extra (mvcore[smooth]); jax takes seconds to import
         from aniposelib.cameras import Camera, CameraGroup
         from eks.marker_array import MarkerArray
         from eks.multicam_smoother import ensemble_kalman_smoother_multicam

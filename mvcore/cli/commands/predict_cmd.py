@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_ensemble(args: argparse.Namespace, threshold: float) -> int:
     """Several models and/or ``--smooth``: ``mvcore.predict.ensemble.predict_ensemble``."""
+    # lazy: the work of this command is imported when it runs, so mvcore --help stays fast
     from mvcore.errors import ConfigError
     from mvcore.predict.ensemble import predict_ensemble
 
