@@ -5,11 +5,16 @@ A model directory holds ``config.yaml`` (resolved, absolute ``data.data_dir``),
 ``checkpoints/{best,last}.ckpt`` (Lightning). The network is rebuilt from the config and the
 installed backbone plugin, without loss functions (no PCA fitting, no project needed), and the
 checkpoint weights are loaded; loss buffers in the checkpoint are ignored.
+
+``best`` (the default) is ``best.ckpt``, and ``last.ckpt`` with a one-line warning when there
+is no ``best.ckpt``: validation never measured an error (a run shorter than
+``training.check_val_every_n_epoch``), the same weights ``mvcore train`` reported from.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,17 @@ def _require_dir(model_dir: str | Path) -> Path:
 
 
 def resolve_checkpoint(model_dir: str | Path, checkpoint: str = "best") -> Path:
-    """``best`` / ``last`` -> ``checkpoints/<name>.ckpt``; any other value is a file path."""
+    """``best`` / ``last`` -> ``checkpoints/<name>.ckpt``; any other value is a file path.
+    ``best`` without a ``best.ckpt`` is ``last.ckpt``, with a warning that says so and why."""
     path = _require_dir(model_dir)
     if checkpoint in ("best", "last"):
         ckpt = path / "checkpoints" / f"{checkpoint}.ckpt"
+        last = path / "checkpoints" / "last.ckpt"
+        if checkpoint == "best" and not ckpt.is_file() and last.is_file():
+            warnings.warn(f"{path} has no checkpoints/best.ckpt (validation never measured an "
+                          "error in its run: it runs every training.check_val_every_n_epoch "
+                          f"epochs); using {last}, the last epoch's weights", stacklevel=2)
+            return last
     else:
         ckpt = Path(checkpoint)
     if not ckpt.is_file():

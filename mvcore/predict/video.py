@@ -299,6 +299,7 @@ class PredictionPlan:
     model's config, checkpoint and manifest settings, the sessions and the output folder."""
 
     model_dir: Path
+    #: the checkpoint file (``--checkpoint best`` resolved)
     checkpoint: str
     config: Any
     view_names: list[str]
@@ -348,7 +349,8 @@ def plan_prediction(model_dir: str | Path, video_dir: str | Path | None = None,
                 "labeled_video": {"video_threshold": float(video_threshold)} if labeled_video
                 else None}
     given = None if calibration is None else load_calibration(calibration).select(view_names)
-    return PredictionPlan(model_dir, checkpoint, config, view_names, model_files, settings,
+    # the file resolved once (``best`` may fall back to ``last.ckpt``, with one warning)
+    return PredictionPlan(model_dir, str(ckpt), config, view_names, model_files, settings,
                           sessions, out, precision, float(confidence_threshold),
                           float(video_threshold), labeled_video,
                           None if calibration is None else Path(calibration), given)
