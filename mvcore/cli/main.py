@@ -27,6 +27,7 @@ from mvcore.cli.commands import (
     train_cmd,
     triangulate_cmd,
 )
+from mvcore.cli.console import quiet_console
 from mvcore.errors import MvcoreError
 
 CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, predict_cmd, evaluate_cmd, report_cmd,
@@ -58,13 +59,8 @@ def _add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
         get_plugin_manager(load_entrypoints=True).add_cli_commands(subparsers)
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
-    """Warnings as the user sees them: ``warning: <message>``, no source line."""
-    return f"warning: {message}\n"
-
-
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = _one_line_warning
+    quiet_console()  # one-line warnings; no libraries' deprecations, tips (cli/console.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     wants_help_only = not argv or argv[0] in {"-h", "--help", "--version"}
     parser = build_parser(with_plugin_commands=not wants_help_only or "--help" in argv)
