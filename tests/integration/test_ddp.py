@@ -34,7 +34,7 @@ def _train_ddp(workdir: Path) -> None:
 
     torch.set_num_threads(1)
     config = load_config(workdir / "proj" / "config.yaml", overrides=[
-        "training.num_workers=0", "training.train_batch_size=8", "training.num_gpus=2",
+        "training.num_workers=0", "training.train_batch_size=8", "training.devices=2",
         "training.accelerator=cpu", "data.image_resize_dims.height=64",
         "data.image_resize_dims.width=64",
     ])
