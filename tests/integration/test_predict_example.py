@@ -6,6 +6,7 @@ and the labelled videos must show the predicted points in their keypoint colours
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -131,11 +132,19 @@ def test_second_run_skips_and_evaluate_agrees_with_training(predicted, model_dir
                                                            monkeypatch, capsys):
     # same settings, no labelled videos asked for: the manifest (written with them) matches
     assert _cli(monkeypatch, ["predict", str(model_dir), "--confidence-threshold", "0"]) == 0
-    assert "skipped session session0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipped session session0" in out
+    assert out.strip().splitlines()[-1] == (  # the summary: where, and what next
+        f"0 session(s) predicted, 1 skipped; CSVs in {predicted} (<session>_<view>.csv, "
+        f"<session>_3d.csv); next: mvcore report {model_dir}")
     assert (predicted / ".mvcore" / "session0.json").is_file()
     assert _cli(monkeypatch, ["evaluate", str(model_dir)]) == 0
     text = capsys.readouterr().out
     assert "mean pixel error" in text and "tail_tip" in text
+    last = text.strip().splitlines()[-1]
+    assert re.match(r"evaluated \((test|validation|train|all) split\): pixel error mean "
+                    r"[\d.]+ px, median [\d.]+ px", last) and last.endswith(
+        f"; tables in {model_dir / 'eval'} (summary.csv); next: mvcore report {model_dir}")
     summary = pd.read_csv(model_dir / "eval" / "summary.csv").set_index("metric")["value"]
     trained = pd.read_csv(model_dir / "metrics.csv").set_index("metric")["value"]
     for split in ("train", "validation"):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+from shlex import quote
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,4 +43,24 @@ def run(args: argparse.Namespace) -> int:
                             confidence_threshold=args.confidence_threshold, out_dir=args.out)
     print(format_report(result))
     print(f"wrote {', '.join(str(p) for p in result.written)}")
+    print(evaluation_summary(result.summary, result.main_split, result.written,
+                             args.model_dir))
     return 0
+
+
+def evaluation_summary(summary: dict[str, float], split: str, written: list[Path],
+                       model_dir: str) -> str:
+    """One line: the headline errors of ``split`` (2D pixel error, 3D error where there is
+    ground truth), where the tables are, and what to run next."""
+    def value(name: str, unit: str) -> str | None:
+        got = summary.get(f"{split}_{name}")
+        return None if got is None or not math.isfinite(got) else f"{got:.2f} {unit}"
+
+    parts = [f"{label} {shown}" for label, shown in (
+        ("pixel error mean", value("pixel_error_mean", "px")),
+        ("median", value("pixel_error_median", "px")),
+        ("3D error median", value("3d_error_median", "world units"))) if shown]
+    tables = written[-1].parent if written else Path(model_dir) / "eval"
+    measured = ", ".join(parts) if parts else "no error measured"
+    return (f"evaluated ({split} split): {measured}; tables in {tables} (summary.csv); "
+            f"next: mvcore report {quote(str(model_dir))}")

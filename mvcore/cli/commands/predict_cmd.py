@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from shlex import quote
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default="32", choices=["32", "16-mixed", "bf16-mixed"],
                         help="network precision (the keypoint read-out stays float32)")
     parser.add_argument("--checkpoint", default="best",
-                        help="best, last or a .ckpt path (default best)")
+                        help="best, last or a .ckpt path (default best; last.ckpt, with a "
+                             "warning, when the run wrote no best.ckpt)")
     parser.add_argument("--confidence-threshold", type=float, default=None, metavar="P",
                         help="views below this confidence are left out of the 3D "
                              "triangulation (default 0.5, anipose's score_threshold)")
@@ -100,8 +104,25 @@ def run(args: argparse.Namespace) -> int:
         return run.exit_code
     done = sum(r.status == "predicted" for r in run.results)
     by = f" by {run.processes} processes" if run.processes > 1 else ""
-    print(f"{done} session(s) predicted{by}, {len(run.results) - done} skipped")
+    print(f"{done} session(s) predicted{by}, {len(run.results) - done} skipped; "
+          f"{prediction_summary(run.results, args.model_dirs[0], args.out)}")
     return 0
+
+
+def prediction_summary(results: list[Any], model_dir: str, out: str | None) -> str:
+    """Where the CSVs are, the frames and their rate, and what to run next (the report page
+    shows the sessions of ``MODEL_DIR/video_preds``, the default output folder)."""
+    folder = Path(out) if out is not None else Path(model_dir) / "video_preds"
+    predicted = [r for r in results if r.status == "predicted"]
+    frames = sum(r.num_frames for r in predicted)
+    seconds = sum(r.seconds for r in predicted)
+    rate = f" ({frames / seconds:.1f} frames/s)" if frames and seconds > 0 else ""
+    files = "<session>_<view>.csv" + (", <session>_3d.csv" if any(
+        r.calibration is not None for r in results) else "")
+    said = (f"{frames} frames{rate}; " if predicted else "") + f"CSVs in {folder} ({files})"
+    if out is None or folder.resolve() == (Path(model_dir) / "video_preds").resolve():
+        return f"{said}; next: mvcore report {quote(str(model_dir))}"
+    return f"{said}; mvcore report shows the sessions of {Path(model_dir) / 'video_preds'}"
 
 
 def _run_ensemble(args: argparse.Namespace, threshold: float) -> int:

@@ -1,10 +1,11 @@
 """``mvcore train CFG [--set key=value ...]``: train, then predict the labelled frames.
 
-Ends with one line, the verdict (``docs/training.md``): ``trained: ...`` on stdout and exit
-code 0; ``error: diverged: ...`` / ``error: failed: ...`` on stderr and exit code 1 (the run
-went wrong; the last good checkpoint is kept); ``stopped: ...`` with the ``--resume`` command
-that continues the run, exit code 130 (Ctrl-C) or 143 (SIGTERM). Input mistakes are
-``error: ...`` and exit code 2, as for every command.
+Ends with one line, the verdict (``docs/training.md``): ``trained: ...; model directory: DIR;
+next: ...`` (the commands to run next) on stdout and exit code 0; ``error: diverged: ...`` /
+``error: failed: ...`` on stderr and exit code 1 (the run went wrong; the last good checkpoint
+is kept); ``stopped: ...`` with the ``--resume`` command that continues the run, exit code 130
+(Ctrl-C) or 143 (SIGTERM). Input mistakes are ``error: ...`` and exit code 2, as for every
+command.
 """
 
 from __future__ import annotations
@@ -56,5 +57,14 @@ def run(args: argparse.Namespace) -> int:
             hint = "nothing to resume; run the same command again to start over"
         print(f"{exc.message}; {hint}", file=sys.stderr)
         return exc.exit_code
-    print(result.verdict())
+    print(f"{result.verdict()}; next: {next_commands(result.model_dir, config)}")
     return 0
+
+
+def next_commands(model_dir: object, config: object) -> str:
+    """What to run after training: predict the videos (unless the run did), then the page."""
+    where = shlex.quote(str(model_dir))
+    report = f"mvcore report {where} (an HTML page of the run)"
+    if getattr(getattr(config, "eval", None), "predict_vids_after_training", False):
+        return f"{report}; the videos are predicted in {model_dir}/video_preds"
+    return f"mvcore predict {where} --labeled-video (the videos: 2D and 3D CSVs), then {report}"

@@ -37,7 +37,9 @@ def test_trained_prints_the_verdict_and_exits_0(outcome, capsys):
     assert main(ARGV) == 0
     out, err = capsys.readouterr()
     assert out.strip() == ("trained: 5 epochs (50 steps); best validation pixel error 3.50 px "
-                           "in epoch 4; model directory: runs/a")
+                           "in epoch 4; model directory: runs/a; next: mvcore predict runs/a "
+                           "--labeled-video (the videos: 2D and 3D CSVs), then mvcore report "
+                           "runs/a (an HTML page of the run)")
     assert err == ""
 
 
