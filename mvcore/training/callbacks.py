@@ -10,7 +10,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
 
 from mvcore.files import atomic_path
 
@@ -131,3 +133,26 @@ class ResumedCSVLogger(CSVLogger):
                 out.writeheader()
                 out.writerows(rows)
         return writer
+
+
+class _WithoutVersion:
+    """A progress bar without Lightning's ``v_num``: the loggers' versions joined, cut to the
+    last four characters ("oard" of CSV's "" and "tensorboard"), which says nothing here."""
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
+        items.pop("v_num", None)
+        return items
+
+
+class RichBar(_WithoutVersion, RichProgressBar):
+    """Lightning's rich progress bar, without ``v_num``."""
+
+
+class TqdmBar(_WithoutVersion, TQDMProgressBar):
+    """Lightning's tqdm progress bar, without ``v_num``."""
+
+
+def progress_bar() -> Any:
+    """The progress bar Lightning would choose (rich when installed), without ``v_num``."""
+    return RichBar() if _RICH_AVAILABLE else TqdmBar()

@@ -44,6 +44,7 @@ from mvcore.training.callbacks import (
     ResumedCSVLogger,
     StepsPerEpoch,
     UnfreezeBackbone,
+    progress_bar,
 )
 from mvcore.training.checkpoints import (
     AtomicCheckpointIO,
@@ -135,6 +136,7 @@ def _callbacks(config: MvConfig, module: Any, model_dir: Path) -> list[Any]:
                         enable_version_counter=False),
         LearningRateMonitor(logging_interval="epoch"),
         StepsPerEpoch(),
+        progress_bar(),
     ]
     if config.training.ckpt_every_n_epochs:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints,

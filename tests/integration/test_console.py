@@ -21,9 +21,9 @@ TRAIN = ["data.image_resize_dims.height=64", "data.image_resize_dims.width=64",
          "training.check_val_every_n_epoch=5", "training.train_batch_size=8",
          "eval.num_labeled_frame_plots=1"]
 #: what must never reach the console: Lightning's tips, deprecation warnings, file paths of
-#: installed packages (a warning's location)
+#: installed packages (a warning's location), the progress bar's meaningless v_num
 NOISE = re.compile(r"Tip|litmodels|litlogger|DeprecationWarning|FutureWarning|deprecated|"
-                   r"site-packages|TPU available|HPU available|`Trainer.fit` stopped")
+                   r"site-packages|TPU available|HPU available|`Trainer.fit` stopped|v_num")
 
 
 def _mvcore(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
