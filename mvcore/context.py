@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ class Context:
     - ``has_calibration``: every labelled frame has cameras, so the 3D loss inputs exist.
     - ``seed``: the model seed (``training.rng_seed_model_pt``); draw initial weights and any
       other randomness of the component from it.
-    - ``base_dir``: the folder relative paths in params are resolved against (the config's).
+    - ``base_dir``: the folder relative paths in params are resolved against (the config's);
+      ``resolve_path`` does it.
     - ``train_keypoints()``: the training split's labels (see the method).
     """
 
@@ -55,6 +57,19 @@ class Context:
         """Pickled (a component sent to a worker process) without the label accessor, which
         serves only while components are built."""
         return {**self.__dict__, "labels_source": None}
+
+    def resolve_path(self, path: str) -> tuple[Path, list[Path]]:
+        """A file named in params (a weights file): ``path`` as given if it is a file, else
+        under ``base_dir``; with every path tried, for the message when none is a file (then
+        the path as given is returned)."""
+        given = Path(path).expanduser()
+        tried = [given]
+        if not given.is_absolute() and self.base_dir:
+            tried.append(Path(self.base_dir) / given)
+        for candidate in tried:
+            if candidate.is_file():
+                return candidate, tried
+        return given, tried
 
     @property
     def num_views(self) -> int:

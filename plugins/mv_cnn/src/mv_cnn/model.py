@@ -65,17 +65,6 @@ class PerViewCNNParams(BackboneParams):
         return value
 
 
-def _resolve_path(base_dir: str | None, path: str) -> tuple[Path, list[Path]]:
-    """The weights file (as given / under the config's folder) and every path tried."""
-    given = Path(path).expanduser()
-    tried = [given]
-    if not given.is_absolute() and base_dir:
-        tried.append(Path(base_dir) / given)
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate, tried
-    return given, tried
-
 
 def _check_params(params: PerViewCNNParams, context: Context) -> CNNVariant:
     """Every check against the project and between parameters: one-line ParamError (or a
@@ -87,7 +76,7 @@ def _check_params(params: PerViewCNNParams, context: Context) -> CNNVariant:
             f"data.image_resize_dims: the per-view CNN needs a height and width that are "
             f"multiples of {STRIDE} (its output stride), got height={height}, width={width}")
     if params.backbone_checkpoint:
-        path, tried = _resolve_path(context.base_dir, params.backbone_checkpoint)
+        path, tried = context.resolve_path(params.backbone_checkpoint)
         if not path.is_file():
             raise ParamError("backbone_checkpoint", (
                 f"file not found: {params.backbone_checkpoint} (tried "
@@ -266,7 +255,7 @@ class PerViewCNN(Backbone):
         self.downsample_factor = int(context.downsample_factor)
         checkpoint = None
         if params.backbone_checkpoint:
-            checkpoint, _ = _resolve_path(context.base_dir, params.backbone_checkpoint)
+            checkpoint, _ = context.resolve_path(params.backbone_checkpoint)
         # seeded, without disturbing the caller's RNG: the same config builds the same network
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(context.seed))

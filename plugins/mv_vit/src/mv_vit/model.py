@@ -94,17 +94,6 @@ class MultiviewTransformerParams(BackboneParams):
         return value
 
 
-def _resolve_path(base_dir: str | None, path: str) -> tuple[Path, list[Path]]:
-    """The checkpoint path (as given / under the config's folder) and every path tried."""
-    given = Path(path).expanduser()
-    tried = [given]
-    if not given.is_absolute() and base_dir:
-        tried.append(Path(base_dir) / given)
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate, tried
-    return given, tried
-
 
 def _check_params(params: MultiviewTransformerParams, context: Context) -> ViTVariant:
     """Every check against the project and between parameters; raises ParamError (or a
@@ -136,7 +125,7 @@ def _check_params(params: MultiviewTransformerParams, context: Context) -> ViTVa
                     "pretrained weights fix; set model.backbone_pretrained: false or use a "
                     "*_scratch backbone"))
     if params.backbone_checkpoint:
-        path, tried = _resolve_path(context.base_dir, params.backbone_checkpoint)
+        path, tried = context.resolve_path(params.backbone_checkpoint)
         if not path.is_file():
             raise ParamError("backbone_checkpoint", (
                 f"file not found: {params.backbone_checkpoint} (tried "
@@ -356,7 +345,7 @@ class MultiviewTransformer(Backbone):
         seed = int(context.seed)
         checkpoint = None
         if params.backbone_checkpoint:
-            checkpoint, _ = _resolve_path(context.base_dir, params.backbone_checkpoint)
+            checkpoint, _ = context.resolve_path(params.backbone_checkpoint)
         # seeded, without disturbing the caller's RNG: the same config builds the same network
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
