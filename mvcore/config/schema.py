@@ -63,6 +63,9 @@ class DataConfig(_Strict):
     #: mvcore: views of a video session whose frame counts differ: "strict" refuses them,
     #: "truncate" uses the frames common to all views (the videos must start together)
     video_sync: Literal["strict", "truncate"] = "strict"
+    #: mvcore: the body's edges as pairs of keypoint names, for figures (the 3D view of
+    #: ``mvcore report``); no effect on training
+    skeleton: list[tuple[str, str]] | None = None
 
     @field_validator("csv_file", "bbox_file", mode="before")
     @classmethod
@@ -90,6 +93,12 @@ class DataConfig(_Strict):
                 )
         if self.num_keypoints is not None and self.num_keypoints <= 0:
             raise ValueError("data.num_keypoints must be > 0")
+        if self.skeleton and self.keypoint_names is not None:
+            unknown = [n for e in self.skeleton for n in e if n not in self.keypoint_names]
+            if unknown:
+                raise ValueError(
+                    f"data.skeleton names {sorted(set(unknown))}, which data.keypoint_names "
+                    "does not have; give edges as pairs of keypoint names")
         return self
 
 

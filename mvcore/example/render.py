@@ -9,7 +9,7 @@ import numpy as np
 
 from mvcore.example.simulate import KEYPOINT_NAMES
 
-__all__ = ["MarkerSizes", "marker_colors", "render_frame"]
+__all__ = ["SKELETON", "MarkerSizes", "marker_colors", "render_frame"]
 
 _KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
 
@@ -28,6 +28,8 @@ _EDGES: tuple[tuple[str, str, float, float, tuple[float, float, float]], ...] = 
     ("neck", "ear_left", 4.0, 6.0, _EAR),
     ("neck", "ear_right", 4.0, 6.0, _EAR),
 )
+#: the body's edges as keypoint-name pairs (``data.skeleton`` of the example's config)
+SKELETON: tuple[tuple[str, str], ...] = tuple((a, b) for a, b, *_ in _EDGES)
 #: how far each keypoint's marker sits in front of its skeleton point: on the body surface,
 #: the largest tube radius at the joint [mm]
 _MARKER_LIFT = np.array(

@@ -19,7 +19,7 @@ from mvcore.data.csv_io import write_keypoints_csv
 from mvcore.data.videos import VideoWriter
 from mvcore.errors import DataError
 from mvcore.example.background import render_backgrounds
-from mvcore.example.render import MarkerSizes, marker_colors, render_frame
+from mvcore.example.render import SKELETON, MarkerSizes, marker_colors, render_frame
 from mvcore.example.rig import make_cameras
 from mvcore.example.simulate import KEYPOINT_NAMES, simulate_pose
 from mvcore.files import writable_dir
@@ -42,6 +42,7 @@ def _config(view_names: list[str], csv_files: list[str], image_size: int, backbo
             "keypoint_names": list(KEYPOINT_NAMES),
             "downsample_factor": 2,
             "calibration_file": "calibration.toml",
+            "skeleton": [list(edge) for edge in SKELETON],
         },
         "model": {
             "model_type": "heatmap_multiview_transformer",
