@@ -3,8 +3,9 @@
 The stable public surface for plugin authors is this module: ``hookimpl``; the component base
 classes ``Loss``, ``Augmenter``, ``Backbone`` and their ``LossParams``, ``AugmenterParams``,
 ``BackboneParams``; ``Context`` (what every component is built with); ``ParamError`` and
-``ConfigError``; ``LossFactory``; the loss-recipe types ``LogList`` and ``Stage``; and
-``CameraTensors``. The documented public submodules are ``mvcore.contracts`` (what crosses a
+``ConfigError``; ``LossFactory``; the loss-recipe types ``LogList`` and ``Stage``;
+``CameraTensors``; and for backbones' local weights files ``read_weights_file`` and
+``strip_common_prefix``. The documented public submodules are ``mvcore.contracts`` (what crosses a
 boundary: samples, batches, loss inputs), ``mvcore.geometry``, ``mvcore.data.heatmaps``,
 ``mvcore.data.bbox`` and ``mvcore.testing``. Heavy modules (torch) load on first attribute
 access, so ``import mvcore`` stays cheap for the CLI.
@@ -32,6 +33,8 @@ _LAZY = {
     "BackboneParams": "mvcore.models.base",
     "Context": "mvcore.context",
     "CameraTensors": "mvcore.geometry",
+    "read_weights_file": "mvcore.models.weights_files",
+    "strip_common_prefix": "mvcore.models.weights_files",
 }
 
 __all__ = ["ConfigError", "ParamError", "__version__", "hookimpl", *_LAZY]

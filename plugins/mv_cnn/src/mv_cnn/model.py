@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,12 +20,18 @@ from pydantic import field_validator
 from torch import nn
 
 from mv_cnn.variants import STRIDE, VARIANTS, CNNVariant, get_variant
-from mvcore import Backbone, BackboneParams, ConfigError, Context, ParamError
+from mvcore import (
+    Backbone,
+    BackboneParams,
+    ConfigError,
+    Context,
+    ParamError,
+    read_weights_file,
+    strip_common_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
-#: keys that wrap a state dict inside a checkpoint file, tried in order
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 #: parameters of a classifier, which the backbone does not have (left out without a warning)
 _CLASSIFIER = ("fc.", "classifier.")
 
@@ -89,55 +94,6 @@ def _check_params(params: PerViewCNNParams, context: Context) -> CNNVariant:
     return variant
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or weights-only torch file, unwrapped from ``state_dict``
-    and the like."""
-    key = "model.backbone_checkpoint"
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ConfigError(f"{key}: reading {path} needs the safetensors package (pip install "
-                              "safetensors), or save the weights with torch.save") from None
-        try:
-            obj: Any = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any read failure is a bad file
-            raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any read failure is a bad file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(
-                f"{key}: cannot read {path} as a weights-only torch file ({first}); if you "
-                "trust it, save its tensors with torch.save(torch.load(path, "
-                "weights_only=False)['state_dict'], 'weights.pth') and use that") from None
-    for _ in range(3):
-        if not isinstance(obj, dict):
-            break
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{key}: {path} holds a {type(obj).__name__}, not a state dict")
-    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-
-
-def _strip_prefix(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Keep the keys under the prefix (``backbone.``, ``encoder.``, ``module.``, ...) that
-    matches most model keys, without it."""
-    counts: Counter[str] = Counter()
-    for key in state:
-        parts = key.split(".")
-        for i in range(len(parts)):
-            prefix = ".".join(parts[:i]) + "." if i else ""
-            if key[len(prefix):] in model_keys:
-                counts[prefix] += 1
-    if not counts:
-        return state
-    best = max(counts, key=lambda p: (counts[p], -len(p)))
-    return {k[len(best):]: v for k, v in state.items() if k.startswith(best)}
 
 
 def load_cnn_checkpoint(cnn: nn.Module, path: Path) -> dict[str, int]:
@@ -147,7 +103,7 @@ def load_cnn_checkpoint(cnn: nn.Module, path: Path) -> dict[str, int]:
     weights are left out, tensors of the wrong shape skipped; missing, unexpected and skipped
     tensors are warned about in one line. Nothing matching is a ConfigError."""
     model_state = cnn.state_dict()
-    state = _strip_prefix(_read_state_dict(path), set(model_state))
+    state = strip_common_prefix(read_weights_file(path), set(model_state))
     state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER)}
     mismatched = [k for k, v in state.items()
                   if k in model_state and v.shape != model_state[k].shape]

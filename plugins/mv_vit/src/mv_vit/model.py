@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -27,12 +26,17 @@ from mv_vit.masking import (
     process_rank,
 )
 from mv_vit.variants import VARIANTS, ViTVariant, get_variant
-from mvcore import Backbone, BackboneParams, ConfigError, Context, ParamError
+from mvcore import (
+    Backbone,
+    BackboneParams,
+    ConfigError,
+    Context,
+    ParamError,
+    read_weights_file,
+    strip_common_prefix,
+)
 
 logger = logging.getLogger(__name__)
-
-#: keys that wrap a state dict inside a checkpoint file, tried in order
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "teacher")
 
 
 class MultiviewTransformerParams(BackboneParams):
@@ -133,55 +137,6 @@ def _check_params(params: MultiviewTransformerParams, context: Context) -> ViTVa
     return variant
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or weights-only torch checkpoint, unwrapped."""
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ConfigError(
-                f"model.backbone_checkpoint: reading {path} needs the safetensors package "
-                "(pip install safetensors), or save the weights with torch.save"
-            ) from None
-        try:
-            obj: Any = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any read failure is a bad file
-            raise ConfigError(f"model.backbone_checkpoint: cannot read {path}: {exc}") from None
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(
-                f"model.backbone_checkpoint: cannot read {path} as a weights-only torch "
-                f"checkpoint (a state dict of tensors): {exc}"
-            ) from None
-    for _ in range(3):
-        if not isinstance(obj, dict):
-            break
-        inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict):
-        raise ConfigError(
-            f"model.backbone_checkpoint: {path} holds a {type(obj).__name__}, not a state dict"
-        )
-    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-
-
-def _strip_prefix(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Drop the key prefix (``module.``, ``backbone.vit.``, ...) that matches most model keys."""
-    counts: Counter[str] = Counter()
-    for key in state:
-        parts = key.split(".")
-        for i in range(len(parts)):
-            prefix = ".".join(parts[:i]) + "." if i else ""
-            if key[len(prefix) :] in model_keys:
-                counts[prefix] += 1
-    if not counts:
-        return state
-    best = max(counts, key=lambda p: (counts[p], -len(p)))
-    return {k[len(best) :]: v for k, v in state.items() if k.startswith(best)}
 
 
 def load_vit_checkpoint(vit: nn.Module, path: Path) -> dict[str, int]:
@@ -194,7 +149,7 @@ def load_vit_checkpoint(vit: nn.Module, path: Path) -> dict[str, int]:
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     model_state = vit.state_dict()
-    state = _strip_prefix(_read_state_dict(path), set(model_state))
+    state = strip_common_prefix(read_weights_file(path), set(model_state))
     try:
         state = checkpoint_filter_fn(state, vit)
     except Exception as exc:  # noqa: BLE001 - resampling is best effort; shapes are checked below
