@@ -150,9 +150,11 @@ def test_two_processes_write_what_one_writes_hold_the_folder_and_a_rerun_skips_a
     # a second mvcore predict into the folder was refused in both processes, while they ran
     codes = {int(p.name): p.read_text() for p in record.iterdir()}
     assert len(codes) == 2 and os.getpid() in codes and set(codes.values()) == {"2"}
+    # (no line end in the pattern: the two processes share stderr, and print writes a message
+    # and its newline separately, so the other process's line may come between them)
     refused = re.findall(rf"error: {re.escape(str(two))} is in use by mvcore predict \(pid "
                          rf"{os.getpid()} on .+?\); wait until it finishes \(or stop it\) and "
-                         r"run predict again\n", err)
+                         r"run predict again", err)
     assert len(refused) == 2, err
 
     def written() -> dict[Path, int]:  # every output (the lock file is rewritten each run)
