@@ -16,19 +16,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mouse4cam_rigs import (
+    README_MEDIANS,
+    VIEWS,
+    copy_project,
+    project_into,
+    read_labels,
+    truth,
+    with_camera,
+    write_labels,
+)
 
 from mvcore.cli.main import main
 from mvcore.data.triangulate import triangulate_predictions
 from mvcore.geometry import (
-    CameraGroup,
-    load_calibration,
     matrix_to_rodrigues_np,
-    project_points,
     save_calibration,
 )
-
-README_MEDIANS = {"back": 8.00, "mid": 3.91, "side": 9.12, "top": 4.00}
-VIEWS = ["back", "mid", "side", "top"]
 
 
 def _view_rows(printed: str) -> dict[str, list[str]]:
@@ -44,40 +48,7 @@ def _view_rows(printed: str) -> dict[str, list[str]]:
 @pytest.fixture
 def project(shared_data: Path, tmp_path: Path) -> Path:
     """mouse4cam's labels and calibration, without its images."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for view in VIEWS:
-        shutil.copy(shared_data / "mouse4cam" / f"CollectedData_{view}.csv", root)
-    shutil.copy(shared_data / "mouse4cam" / "calibration.toml", root)
-    return root
-
-
-def _labels(root: Path, view: str) -> pd.DataFrame:
-    return pd.read_csv(root / f"CollectedData_{view}.csv", header=[0, 1, 2], index_col=0)
-
-
-def _write_labels(root: Path, view: str, frame: pd.DataFrame, points: np.ndarray) -> None:
-    """Save ``points (F, K, 2)`` as the label CSV of ``view`` (the header of ``frame``)."""
-    frame = frame.copy()
-    frame.iloc[:, :] = points.reshape(len(frame), -1)
-    frame.index = [i.replace(f"minimal_{VIEWS[0]}", f"minimal_{view}") for i in frame.index]
-    frame.to_csv(root / f"CollectedData_{view}.csv")
-
-
-def _truth(root: Path) -> tuple[np.ndarray, np.ndarray, CameraGroup]:
-    """Labels ``(F, V, K, 2)``, their 3D points ``(F, K, 3)`` and the rig."""
-    labels = np.stack([_labels(root, v).to_numpy(np.float64).reshape(60, 15, 2)
-                       for v in VIEWS], axis=1)
-    group = load_calibration(root / "calibration.toml")
-    points = triangulate_predictions(labels, group.to_tensors(dtype=torch.float64)).points
-    return labels, points, group
-
-
-def _project(points: np.ndarray, group: CameraGroup, view: int) -> np.ndarray:
-    cams = group.to_tensors(dtype=torch.float64)
-    out = project_points(torch.as_tensor(points), cams.intrinsics, cams.extrinsics,
-                         cams.distortions)
-    return out[:, view].numpy()
+    return copy_project(shared_data, tmp_path / "project")
 
 
 def _run(root: Path, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str, str]:
@@ -115,13 +86,13 @@ def test_triangulate_without_calibration_says_so(tmp_path, capsys):
 
 
 def test_camera_turned_around_is_left_out_and_named(project, capsys):
-    labels, points, group = _truth(project)
+    labels, points, group = truth(project)
     flip = np.diag([-1.0, 1.0, -1.0])
     group.rotations[3] = matrix_to_rodrigues_np(flip @ group.rotation_matrices()[3])
     group.translations[3] = flip @ group.translations[3]
     save_calibration(group, project / "calibration.toml")
     # 'top' 2D consistent through the turned camera: the plain DLT fitted it at 0.00 px
-    _write_labels(project, "top", _labels(project, "top"), _project(points, group, 3))
+    write_labels(project, "top", project_into(points, group, 3), like="top")
     code, printed, err = _run(project, capsys)
     assert code == 0
     assert "camera 'top': 900 of 900 points lie behind it" in err
@@ -135,25 +106,10 @@ def test_camera_turned_around_is_left_out_and_named(project, capsys):
     assert (table["Nose_ncams"] == 3).all()
 
 
-def _with_camera(group: CameraGroup, name: str, like: int, shift_mm: float = 0.0) -> CameraGroup:
-    """``group`` plus a camera ``name``: a copy of camera ``like`` moved ``shift_mm`` along its
-    own x axis."""
-    rot = group.rotation_matrices()[like]
-    translation = group.translations[like] - np.array([shift_mm, 0.0, 0.0])
-    del rot
-    return CameraGroup(
-        names=group.names + [name],
-        sizes=np.concatenate([group.sizes, group.sizes[like:like + 1]]),
-        intrinsics=np.concatenate([group.intrinsics, group.intrinsics[like:like + 1]]),
-        distortions=np.concatenate([group.distortions, group.distortions[like:like + 1]]),
-        rotations=np.concatenate([group.rotations, group.rotations[like:like + 1]]),
-        translations=np.concatenate([group.translations, translation[None]]),
-    )
-
 
 def test_two_identical_cameras_are_refused(project, capsys):
-    _, _, group = _truth(project)
-    save_calibration(_with_camera(group, "mid2", like=1), project / "calibration.toml")
+    _, _, group = truth(project)
+    save_calibration(with_camera(group, "mid2", like=1), project / "calibration.toml")
     shutil.copy(project / "CollectedData_mid.csv", project / "CollectedData_mid2.csv")
     code, _, err = _run(project, capsys)
     assert code == 2 and not (project / "out.csv").exists()
@@ -161,13 +117,12 @@ def test_two_identical_cameras_are_refused(project, capsys):
 
 
 def test_cameras_one_millimetre_apart_give_no_points(project, capsys):
-    _, points, group = _truth(project)
-    rig = _with_camera(group, "mid2", like=1, shift_mm=1.0)
+    _, points, group = truth(project)
+    rig = with_camera(group, "mid2", like=1, shift=1.0)
     save_calibration(rig.select(["mid", "mid2"]), project / "calibration.toml")
     noise = np.random.default_rng(0).normal(scale=0.5, size=(2, 60, 15, 2))
-    frame = _labels(project, "mid")
-    _write_labels(project, "mid", frame, _project(points, rig, 1) + noise[0])
-    _write_labels(project, "mid2", frame, _project(points, rig, 4) + noise[1])
+    write_labels(project, "mid", project_into(points, rig, 1) + noise[0], like="mid")
+    write_labels(project, "mid2", project_into(points, rig, 4) + noise[1], like="mid")
     for view in ("back", "side", "top"):
         (project / f"CollectedData_{view}.csv").unlink()
     code, printed, err = _run(project, capsys)
@@ -182,7 +137,7 @@ def test_cameras_one_millimetre_apart_give_no_points(project, capsys):
 
 def test_copied_camera_block_is_refused(project, capsys):
     # the public sleap-anipose file: [cam_2] 'side' holds a copy of [cam_3] 'top'
-    _, _, group = _truth(project)
+    _, _, group = truth(project)
     for field in ("intrinsics", "distortions", "rotations", "translations"):
         getattr(group, field)[2] = getattr(group, field)[3]
     save_calibration(group, project / "calibration.toml")
@@ -191,7 +146,7 @@ def test_copied_camera_block_is_refused(project, capsys):
 
 
 def test_labelled_view_without_camera_is_an_error(project, capsys):
-    _, _, group = _truth(project)
+    _, _, group = truth(project)
     save_calibration(group.select(["back", "mid", "top"]), project / "calibration.toml")
     code, _, err = _run(project, capsys)
     assert code == 2 and "missing ['side']" in err  # its labels were silently dropped
@@ -206,7 +161,7 @@ def test_labelled_view_without_camera_is_an_error(project, capsys):
     ],
 )
 def test_impossible_intrinsics_are_refused(project, capsys, edit, expect):
-    _, _, group = _truth(project)
+    _, _, group = truth(project)
     edit(group.intrinsics[3])
     save_calibration(group, project / "calibration.toml")
     code, _, err = _run(project, capsys)
@@ -220,7 +175,7 @@ def _prediction_files(project: Path, labels: np.ndarray, likelihood: np.ndarray)
     """Write ``labels (F, V, K, 2)`` as mvcore predict's ``minimal_<view>.csv`` files."""
     from mvcore.data.csv_io import write_keypoints_csv
 
-    names = list(_labels(project, "top").columns.get_level_values(1)[::2])
+    names = list(read_labels(project, "top").columns.get_level_values(1)[::2])
     paths = []
     for v, view in enumerate(VIEWS):
         path = project / "predictions" / f"minimal_{view}.csv"
@@ -230,7 +185,7 @@ def _prediction_files(project: Path, labels: np.ndarray, likelihood: np.ndarray)
 
 
 def test_prediction_csvs_with_threshold_and_ransac(project, capsys):
-    labels, points, group = _truth(project)
+    labels, points, group = truth(project)
     likelihood = np.full(labels.shape[:-1], 0.9)
     likelihood[:, 0, 0] = 0.2  # back's Nose below threshold in every frame
     wrong = labels.copy()
@@ -247,15 +202,15 @@ def test_prediction_csvs_with_threshold_and_ransac(project, capsys):
     printed = capsys.readouterr().out
     robust = pd.read_csv(out)
     assert int(_view_rows(printed)["mid"][3]) >= 10  # the 10 wrong points were left out
-    truth = points[:10, 1]
+    expected = points[:10, 1]
     moved = lambda t: np.linalg.norm(  # noqa: E731
-        t[[f"Ear_R_{a}" for a in "xyz"]].to_numpy()[:10] - truth, axis=1)
+        t[[f"Ear_R_{a}" for a in "xyz"]].to_numpy()[:10] - expected, axis=1)
     assert moved(robust).max() < 5.0 < moved(plain).min()  # mm
     assert list(robust["fnum"]) == list(range(60))
 
 
 def test_prediction_file_of_a_view_without_camera(project, capsys):
-    labels, _, group = _truth(project)
+    labels, _, group = truth(project)
     files = _prediction_files(project, labels, np.ones(labels.shape[:-1]))
     save_calibration(group.select(["back", "mid", "top"]), project / "calibration.toml")
     code = main(["triangulate", "--predictions", *files, "--calibration",
