@@ -2,7 +2,9 @@
 
 Every view is cut into 16x16 patches; the patch tokens of all views, each tagged with a learned
 view embedding, form one sequence, so every block attends within and across views. The
-features of each view then go through a heatmap head to one heatmap per keypoint.
+features of each view then go through a heatmap head to one heatmap per keypoint. Patch
+positions are an added position embedding (DINO, DINOv2, MAE, scratch) or, for DINOv3, 2D
+rotary embeddings in every block, each view's tokens rotated by their own image positions.
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ def _check_params(params: MultiviewTransformerParams, context: Context) -> ViTVa
     if embed_dim % 4:
         raise ParamError("embed_dim", f"must be divisible by 4 (the head's PixelShuffle), "
                                       f"got {embed_dim}")
+    if variant.rope and (embed_dim // num_heads) % 4:
+        raise ParamError("num_heads", (
+            f"{variant.name}'s 2D rotary embedding needs embed_dim / num_heads divisible by 4, "
+            f"got {embed_dim} / {num_heads}; choose another num_heads or embed_dim"))
     uses_hub = params.backbone_pretrained and not params.backbone_checkpoint
     if not variant.is_scratch and uses_hub:
         for key in ("embed_dim", "depth", "num_heads"):
@@ -145,9 +151,14 @@ def load_vit_checkpoint(vit: nn.Module, path: Path) -> dict[str, int]:
     Common prefixes are stripped, patch/position embeddings resampled by timm when their size
     differs (e.g. a DINOv2 patch-14 checkpoint), tensors of the wrong shape skipped. Missing,
     unexpected and skipped counts are logged, and warned about when non-zero. Returns them.
+    DINOv3 (timm ``Eva``) models go through timm's Eva filter, which also reads Meta's original
+    DINOv3 checkpoints.
     """
-    from timm.models.vision_transformer import checkpoint_filter_fn
+    from timm.models.eva import Eva
+    from timm.models.eva import checkpoint_filter_fn as eva_filter
+    from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter
 
+    checkpoint_filter_fn = eva_filter if isinstance(vit, Eva) else vit_filter
     model_state = vit.state_dict()
     state = strip_common_prefix(read_weights_file(path), set(model_state))
     try:
@@ -196,7 +207,10 @@ def build_vit(
     """The timm ViT of ``variant`` for ``image_size`` inputs (other multiples of 16 work too).
 
     Hub weights are downloaded when ``pretrained`` (hub variants only) and no ``checkpoint`` is
-    given; a ``checkpoint`` is loaded into a randomly initialised model."""
+    given; a ``checkpoint`` is loaded into a randomly initialised model. For RoPE variants
+    (DINOv3) the attention blocks are told the sequence has no prefix tokens, so the rotary
+    embedding is applied to every token of the MVT's prefix-free ``V * n`` sequence (timm's
+    own ``forward_features``, which keeps the class and register tokens, is not used)."""
     import timm
 
     kwargs: dict[str, Any] = {
@@ -230,8 +244,11 @@ def build_vit(
         load_vit_checkpoint(vit, checkpoint)
     if params.grad_checkpointing:
         vit.set_grad_checkpointing(True)
+    uses_rope = getattr(vit, "rope", None) is not None
     for block in vit.blocks:
         block.attn.fused_attn = params.attention == "sdpa"
+        if uses_rope:
+            block.attn.num_prefix_tokens = 0  # class/register tokens are dropped in `embed`
         if params.compile == "blocks":
             block.compile(dynamic=False)  # in place: state-dict keys are unchanged
     return vit
@@ -296,6 +313,9 @@ class MultiviewTransformer(Backbone):
         variant = _check_params(params, context)
         self.variant = variant
         self.patch_size = variant.patch_size
+        #: the patch grid of the project's images, ``(H/16, W/16)``; `encode`'s default grid
+        self.grid = (context.image_height // self.patch_size,
+                     context.image_width // self.patch_size)
         self.downsample_factor = int(context.downsample_factor)
         seed = int(context.seed)
         checkpoint = None
@@ -345,7 +365,8 @@ class MultiviewTransformer(Backbone):
         """``images (B, V, 3, H, W) -> tokens (B, V, n, D)`` and the patch grid ``(H/16, W/16)``.
 
         Patch embedding and (resampled) position embedding of the timm ViT, prefix tokens
-        (class, registers) dropped, plus the view embedding of each view."""
+        (class, registers) dropped, plus the view embedding of each view. RoPE variants
+        (DINOv3) have no added position embedding: `encode` rotates by position instead."""
         batch, views = images.shape[:2]
         flat = images.flatten(0, 1)
         if self.channels_last:
@@ -355,22 +376,57 @@ class MultiviewTransformer(Backbone):
             grid = (int(x.shape[1]), int(x.shape[2]))
         else:
             grid = tuple(int(g) for g in self.vit.patch_embed.grid_size)
-        x = self.vit._pos_embed(x)[:, self.vit.num_prefix_tokens :]  # (B*V, n, D)
+        x = self.vit._pos_embed(x)
+        if isinstance(x, tuple):  # timm's Eva (DINOv3) also returns its rotary embedding
+            x = x[0]
+        x = x[:, self.vit.num_prefix_tokens :]  # (B*V, n, D)
         x = x.reshape(batch, views, grid[0] * grid[1], -1)
         return x + self.view_embeddings[None, :, None, :], grid
 
-    def encode(self, tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def rotary_embedding(self, grid: tuple[int, int], seq_len: int) -> torch.Tensor | None:
+        """RoPE sin/cos ``(S, 2 * head_dim)`` for ``S = V * n`` patch tokens, None without RoPE.
+
+        The 2D positions of one ``grid`` (``n = gh * gw`` tokens, row-major as in `embed`) are
+        repeated for every view: each view's tokens keep their own image positions, as in a
+        single-image forward, and views differ only by their view embedding."""
+        rope = getattr(self.vit, "rope", None)
+        if rope is None:
+            return None
+        n = grid[0] * grid[1]
+        if seq_len % n:
+            raise ValueError(f"a sequence of {seq_len} tokens is not a whole number of "
+                             f"{grid[0]}x{grid[1]} patch grids; pass encode's grid")
+        return rope.get_embed(shape=list(grid)).repeat(seq_len // n, 1)  # (V*n, 2*head_dim)
+
+    def encode(
+        self,
+        tokens: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        grid: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
         """ViT blocks + final norm on one token sequence ``(B, S, D) -> (B, S, D)``.
 
         ``attn_mask (S, S)`` bool (True = may attend) restricts attention, e.g. to block
         cross-view attention in ablations. The blocks run under ``backbone_params.autocast``;
-        the output has the dtype of ``tokens``."""
+        the output has the dtype of ``tokens``. ``grid``: the patch grid of each view, for the
+        rotary embedding of RoPE variants (default: the project's, `grid`); ``S`` must be a
+        whole number of such grids there."""
         x = self.vit.norm_pre(tokens)
+        rope = self.rotary_embedding(grid or self.grid, x.shape[1])
         dtype = autocast_dtype(self.params.autocast, x.device.type)
         cast = (torch.autocast(x.device.type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext())
         with cast:
-            if attn_mask is not None:
+            if rope is not None:
+                from timm.models import checkpoint
+
+                checkpointing = self.vit.grad_checkpointing and torch.is_grad_enabled()
+                for block in self.vit.blocks:  # over depth; Eva's blocks are a ModuleList
+                    if checkpointing:
+                        x = checkpoint(block, x, rope=rope, attn_mask=attn_mask)
+                    else:
+                        x = block(x, rope=rope, attn_mask=attn_mask)
+            elif attn_mask is not None:
                 for block in self.vit.blocks:
                     x = block(x, attn_mask=attn_mask)
             elif self.vit.grad_checkpointing and torch.is_grad_enabled():
@@ -415,7 +471,7 @@ class MultiviewTransformer(Backbone):
         mask = None
         if block_cross_view_attention:
             mask = self.cross_view_block_mask(views, n, images.device)
-        features = self.encode(tokens.reshape(batch, views * n, dim), attn_mask=mask)
+        features = self.encode(tokens.reshape(batch, views * n, dim), attn_mask=mask, grid=grid)
         return self.decode(features.view(batch, views, n, dim), grid)
 
     # ------------------------------------------------------------------ trainer hooks

@@ -1,9 +1,11 @@
 """The ViT variants a ``model.backbone`` name can select, as timm architectures.
 
-Hub variants (DINO, DINOv2, MAE) can load pretrained weights from the Hugging Face hub through
-timm; scratch variants are small randomly initialised ViTs for CPU work, tests and the built-in
-example. Every variant runs with 16-pixel patches (DINOv2's 14-pixel patch embedding is
-resampled to 16 by timm when its weights are loaded).
+Hub variants (DINO, DINOv2, DINOv3, MAE) can load pretrained weights from the Hugging Face hub
+through timm; scratch variants are small randomly initialised ViTs for CPU work, tests and the
+built-in example. Every variant runs with 16-pixel patches (DINOv2's 14-pixel patch embedding is
+resampled to 16 by timm when its weights are loaded). DINOv3 variants are timm ``Eva`` models:
+2D rotary position embeddings (RoPE) in every attention block instead of an absolute position
+embedding, and four register tokens besides the class token.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class ViTVariant:
     """One ``model.backbone`` choice.
 
     ``timm_name`` is the timm architecture, ``pretrained_tag`` the timm weight tag (``None`` for
-    scratch variants, which have no pretrained weights).
+    scratch variants, which have no pretrained weights). ``rope``: positions enter through
+    rotary embeddings in the attention blocks (DINOv3), not an added position embedding.
     """
 
     name: str
@@ -32,6 +35,7 @@ class ViTVariant:
     depth: int
     num_heads: int
     patch_size: int = PATCH_SIZE
+    rope: bool = False
 
     @property
     def is_scratch(self) -> bool:
@@ -50,6 +54,8 @@ VARIANTS: dict[str, ViTVariant] = {
         ViTVariant("vitb_dino", "vit_base_patch16_224", "dino", 768, 12, 12),
         ViTVariant("vits_dinov2", "vit_small_patch14_dinov2", "lvd142m", 384, 12, 6),
         ViTVariant("vitb_dinov2", "vit_base_patch14_dinov2", "lvd142m", 768, 12, 12),
+        ViTVariant("vits_dinov3", "vit_small_patch16_dinov3", "lvd1689m", 384, 12, 6, rope=True),
+        ViTVariant("vitb_dinov3", "vit_base_patch16_dinov3", "lvd1689m", 768, 12, 12, rope=True),
         ViTVariant("vitb_imagenet", "vit_base_patch16_224", "mae", 768, 12, 12),
         ViTVariant("vit_tiny_scratch", "vit_tiny_patch16_224", None, 192, 6, 3),
         ViTVariant("vit_micro_scratch", "vit_tiny_patch16_224", None, 64, 2, 2),
