@@ -108,6 +108,7 @@ def make_context(config: Any, project: Any,
         has_calibration=bool(project.has_calibration),
         seed=int(config.training.rng_seed_model_pt),
         base_dir=config.config_dir,
+        heatmap_grid=str(config.model.heatmap_grid),
         labels_source=labels_source,
     )
 

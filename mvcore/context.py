@@ -30,6 +30,9 @@ class Context:
     - ``image_height``, ``image_width``: the model input ``(H, W)`` in pixels.
     - ``downsample_factor``: heatmaps are ``(h, w) = (H, W) / 2**downsample_factor``.
     - ``has_calibration``: every labelled frame has cameras, so the 3D loss inputs exist.
+    - ``heatmap_grid``: where heatmap pixel ``j`` sits in the model image (``centred``:
+      ``j * s + (s - 1) / 2``; ``lightning_pose``: ``j * s``); pass it to the heatmap
+      functions of ``mvcore.data`` (``model.heatmap_grid``).
     - ``seed``: the model seed (``training.rng_seed_model_pt``); draw initial weights and any
       other randomness of the component from it.
     - ``base_dir``: the folder relative paths in params are resolved against (the config's);
@@ -45,6 +48,7 @@ class Context:
     has_calibration: bool = False
     seed: int = 0
     base_dir: str | None = None
+    heatmap_grid: str = "centred"
     #: returns the training labels; None where the context was built for prediction
     labels_source: Callable[[], np.ndarray] | None = field(
         default=None, repr=False, compare=False)

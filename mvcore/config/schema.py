@@ -226,6 +226,11 @@ class ModelConfig(_Strict):
     heatmap_loss_type: str = "mse"
     model_name: str = "mvcore_model"
     checkpoint: str | None = None
+    #: mvcore: where heatmap pixel ``j`` sits in the model image: ``centred`` at
+    #: ``j * s + (s - 1) / 2`` (mvcore's targets and read-out, ``s = 2**downsample_factor``)
+    #: or ``lightning_pose`` at ``j * s`` (what networks trained by Lightning Pose learned;
+    #: ``mvcore import-lightning-pose`` sets it)
+    heatmap_grid: Literal["centred", "lightning_pose"] = "centred"
     #: mvcore: parameters of the backbone plugin (validated by its own model)
     backbone_params: dict[str, Any] = Field(default_factory=dict)
     lightning_pose_version: str | None = None
@@ -267,6 +272,8 @@ class MvConfig(_Strict):
     #: Lightning Pose sections mvcore does not use; accepted so LP configs load unchanged
     dali: dict[str, Any] | None = None
     hydra: dict[str, Any] | None = None
+    #: when Lightning Pose trained the model (its model directories' config.yaml); kept as is
+    creation_datetime: Any = None
     #: where the config came from (set by load_config; relative data paths resolve against it)
     config_dir: str | None = None
     #: Lightning Pose keys read by components, by dotted key (set by parse_config)

@@ -156,6 +156,7 @@ class MultiviewDataset(Dataset):
         scale = 2 ** int(config.data.downsample_factor)
         self.heatmap_size = (self.image_size[0] // scale, self.image_size[1] // scale)
         self.sigma = float(config.training.heatmap_sigma)
+        self.heatmap_grid = str(config.model.heatmap_grid)
         idx = self.indices
         self._keypoints_frame = project.keypoints[idx]
         self._bboxes = project.bboxes[idx]
@@ -230,7 +231,8 @@ class MultiviewDataset(Dataset):
         keypoints = sample["keypoints"].to(torch.float32)
         visibility = sample["visibility"].to(torch.int64)
         heatmaps = render_heatmaps(
-            keypoints, self.image_size, self.heatmap_size, sigma=self.sigma, visibility=visibility
+            keypoints, self.image_size, self.heatmap_size, sigma=self.sigma, visibility=visibility,
+            grid=self.heatmap_grid,
         )
         out_cameras = sample.get("cameras") or cameras
         aug_stats["aug_skipped"] = sum(v for key, v in aug_stats.items() if "skip" in key)

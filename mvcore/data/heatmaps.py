@@ -7,6 +7,11 @@ has pixel ``j`` centred at model coordinate ``j * s + (s - 1) / 2``. ``render_he
 returns the point with no half-pixel bias at any downsample factor (Lightning Pose's read-out
 has a one-pixel bias at downsample factor 3).
 
+Networks trained by Lightning Pose learned its grid instead: heatmap pixel ``j`` at model
+coordinate ``j * s`` (its targets put a point ``x`` at ``x / s``). ``grid="lightning_pose"``
+(``model.heatmap_grid``, set by ``mvcore import-lightning-pose``) renders and reads with that
+grid, so an imported model's keypoints are not shifted by ``(s - 1) / 2`` model pixels.
+
 Read-out: the peak of a Gaussian is found exactly by fitting a parabola to the log of the
 heatmap at the arg-max and its two neighbours along each axis (the log of a Gaussian is a
 parabola). That fit divides by the local curvature, so its gradient explodes on the flat maps
@@ -25,20 +30,37 @@ import torch.nn.functional as F
 VIS_OCCLUDED, VIS_UNIFORM, VIS_LABELED = 0, 1, 2
 
 
-def model_to_heatmap_coords(xy: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+#: where heatmap pixel ``j`` sits in the model image: ``centred`` at ``j * s + (s - 1) / 2``
+#: (mvcore), ``lightning_pose`` at ``j * s`` (networks trained by Lightning Pose)
+HEATMAP_GRIDS = ("centred", "lightning_pose")
+
+
+def _grid_origin(s: torch.Tensor, grid: str) -> torch.Tensor:
+    """Model coordinate of heatmap pixel 0 for scale ``s`` under ``grid``."""
+    if grid == "centred":
+        return (s - 1.0) / 2.0
+    if grid == "lightning_pose":
+        return torch.zeros_like(s)
+    raise ValueError(f"unknown heatmap grid {grid!r}; expected one of {HEATMAP_GRIDS}")
+
+
+def model_to_heatmap_coords(xy: torch.Tensor, scale: tuple[float, float],
+                            grid: str = "centred") -> torch.Tensor:
     """Model-pixel ``(..., 2)`` -> heatmap-pixel coordinates; ``scale = (sx, sy)``."""
     s = xy.new_tensor(scale)
-    return (xy - (s - 1.0) / 2.0) / s
+    return (xy - _grid_origin(s, grid)) / s
 
 
-def heatmap_to_model_coords(xy: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
+def heatmap_to_model_coords(xy: torch.Tensor, scale: tuple[float, float],
+                            grid: str = "centred") -> torch.Tensor:
     """Heatmap-pixel ``(..., 2)`` -> model-pixel coordinates (inverse of the above)."""
     s = xy.new_tensor(scale)
-    return xy * s + (s - 1.0) / 2.0
+    return xy * s + _grid_origin(s, grid)
 
 
 def heatmap_coords(
-    keypoints: torch.Tensor, image_size: tuple[int, int], heatmap_size: tuple[int, int]
+    keypoints: torch.Tensor, image_size: tuple[int, int], heatmap_size: tuple[int, int],
+    grid: str = "centred",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where ``render_heatmaps`` puts each keypoint, differentiable in ``keypoints``.
 
@@ -46,6 +68,7 @@ def heatmap_coords(
         keypoints: ``(..., 2)`` x, y in model pixels; NaN = unlabelled.
         image_size: model input ``(H, W)``.
         heatmap_size: ``(h, w)``.
+        grid: ``HEATMAP_GRIDS`` (``model.heatmap_grid``).
 
     Returns:
         ``xy (..., 2)`` heatmap-pixel coordinates (of the model origin where ``keypoints`` is
@@ -56,7 +79,7 @@ def heatmap_coords(
     h, w = heatmap_size
     finite = torch.isfinite(keypoints).all(dim=-1)
     safe = torch.where(finite[..., None], keypoints, torch.zeros_like(keypoints))
-    xy = model_to_heatmap_coords(safe, (width / w, height / h))
+    xy = model_to_heatmap_coords(safe, (width / w, height / h), grid)
     inside = (
         (xy[..., 0] >= -1) & (xy[..., 0] <= w) & (xy[..., 1] >= -1) & (xy[..., 1] <= h)
     )
@@ -68,6 +91,7 @@ def gaussian_profiles(
     image_size: tuple[int, int],
     heatmap_size: tuple[int, int],
     sigma: float = 1.25,
+    grid: str = "centred",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The separable factors of ``render_heatmaps``' Gaussians, differentiable in ``keypoints``.
 
@@ -87,7 +111,7 @@ def gaussian_profiles(
         ``gx (..., w)`` and ``gy (..., h)``, in the order ``xy, gx, gy, labeled``.
     """
     h, w = heatmap_size
-    xy, labeled = heatmap_coords(keypoints, image_size, heatmap_size)
+    xy, labeled = heatmap_coords(keypoints, image_size, heatmap_size, grid)
     xs = torch.arange(w, dtype=keypoints.dtype, device=keypoints.device)
     ys = torch.arange(h, dtype=keypoints.dtype, device=keypoints.device)
     gx = torch.exp(-((xs - xy[..., 0:1]) ** 2) / (2 * sigma**2))  # (..., w)
@@ -101,6 +125,7 @@ def render_heatmaps(
     heatmap_size: tuple[int, int],
     sigma: float = 1.25,
     visibility: torch.Tensor | None = None,
+    grid: str = "centred",
 ) -> torch.Tensor:
     """Gaussian heatmaps that each sum to 1, differentiable in ``keypoints``.
 
@@ -117,7 +142,8 @@ def render_heatmaps(
         ``(..., h, w)`` heatmaps (the outer product of ``gaussian_profiles``, normalised).
     """
     h, w = heatmap_size
-    _, gx, gy, labeled = gaussian_profiles(keypoints, image_size, heatmap_size, sigma)
+    _, gx, gy, labeled = gaussian_profiles(keypoints, image_size, heatmap_size, sigma,
+                                           grid)
     maps = gy[..., :, None] * gx[..., None, :]
     total = maps.sum(dim=(-2, -1), keepdim=True)
     maps = maps / total.clamp_min(torch.finfo(maps.dtype).tiny)
@@ -131,7 +157,8 @@ def render_heatmaps(
 
 
 def heatmap_to_keypoints(
-    heatmaps: torch.Tensor, image_size: tuple[int, int], window: int = 5
+    heatmaps: torch.Tensor, image_size: tuple[int, int], window: int = 5,
+    grid: str = "centred",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel keypoints and confidences from heatmaps.
 
@@ -139,6 +166,7 @@ def heatmap_to_keypoints(
         heatmaps: ``(..., h, w)`` non-negative maps (a spatial softmax or Gaussian targets).
         image_size: model input ``(H, W)``; keypoints are returned in model pixels.
         window: side of the square around the peak whose mass is the confidence.
+        grid: ``HEATMAP_GRIDS``: where the network's heatmap pixels sit in the model image.
 
     Returns:
         keypoints ``(..., 2)`` model pixels and confidences ``(...)`` in [0, 1] (for maps that
@@ -169,7 +197,7 @@ def heatmap_to_keypoints(
     exact = peak_xy + torch.stack(offsets, -1).detach()
     local = _window_centre_of_mass(flat, iy, ix, window // 2)  # differentiable, bounded
     xy_heatmap = exact + (local - local.detach())
-    keypoints = heatmap_to_model_coords(xy_heatmap, (width / w, height / h))
+    keypoints = heatmap_to_model_coords(xy_heatmap, (width / w, height / h), grid)
     mass = F.avg_pool2d(
         flat[:, None], window, stride=1, padding=window // 2, count_include_pad=True
     )[:, 0] * (window * window)

@@ -117,7 +117,8 @@ def predict_frames(module: Any, images: torch.Tensor, frame_sizes: np.ndarray,
     device = module.device
     with _autocast(device.type, precision):
         heatmaps = module(images.to(device, non_blocking=True))
-    keypoints, confidences = heatmap_to_keypoints(heatmaps.float(), module.image_size)
+    keypoints, confidences = heatmap_to_keypoints(heatmaps.float(), module.image_size,
+                                                  grid=module.context.heatmap_grid)
     bbox = torch.as_tensor(whole_image_bbox(frame_sizes), dtype=torch.float32, device=device)
     frame = model_to_frame(keypoints, bbox.expand(keypoints.shape[0], -1, -1), module.image_size)
     return frame.cpu(), confidences.cpu()

@@ -122,7 +122,8 @@ class MultiviewPoseModule(pl.LightningModule):
                           ) -> dict[str, torch.Tensor]:
         """Heatmaps, keypoints in model pixels and (with ``bbox (B, V, 4)``) frame pixels."""
         heatmaps = self(images)
-        keypoints, confidences = heatmap_to_keypoints(heatmaps, self.image_size)
+        keypoints, confidences = heatmap_to_keypoints(heatmaps, self.image_size,
+                                                      grid=self.context.heatmap_grid)
         out = {"heatmaps": heatmaps, "keypoints_model": keypoints, "confidences": confidences}
         if bbox is not None:
             out["keypoints_frame"] = model_to_frame(keypoints, bbox, self.image_size)

@@ -104,3 +104,27 @@ def test_heatmap_coords_are_where_render_heatmaps_puts_each_keypoint():
     finite = torch.isfinite(points.detach()).all(-1)
     assert torch.equal(points.grad[finite], torch.full_like(points.grad[finite], 0.25))
     assert torch.equal(points.grad[~finite], torch.zeros_like(points.grad[~finite]))
+
+
+@pytest.mark.parametrize("downsample_factor", [1, 2, 3])
+def test_lightning_pose_grid_puts_a_point_where_lightning_pose_targets_do(downsample_factor):
+    # Lightning Pose renders model point x at heatmap coordinate x / s (no pixel-centre shift)
+    s = 2**downsample_factor
+    size, hm = (64, 64), (64 // s, 64 // s)
+    points = torch.tensor([[20.0, 30.0], [33.3, 7.9]])
+    maps = render_heatmaps(points, size, hm, sigma=1.25, grid="lightning_pose")
+    ys, xs = torch.meshgrid(torch.arange(hm[0]).float(), torch.arange(hm[1]).float(),
+                            indexing="ij")
+    expected = torch.exp(-((xs - points[:, None, None, 0] / s) ** 2
+                           + (ys - points[:, None, None, 1] / s) ** 2) / (2 * 1.25**2))
+    torch.testing.assert_close(maps, expected / expected.sum((-2, -1), keepdim=True))
+    back, _ = heatmap_to_keypoints(maps, size, grid="lightning_pose")
+    torch.testing.assert_close(back, points, atol=1e-4, rtol=0)
+    # read with the other grid, the same maps are (s - 1) / 2 model pixels off
+    centred, _ = heatmap_to_keypoints(maps, size)
+    torch.testing.assert_close(centred - back, torch.full_like(back, (s - 1) / 2))
+
+
+def test_unknown_heatmap_grid_is_refused():
+    with pytest.raises(ValueError, match="unknown heatmap grid 'corner'"):
+        render_heatmaps(torch.zeros(1, 2), (64, 64), (16, 16), grid="corner")

@@ -66,6 +66,7 @@ def reprojection_sse(
     keypoints: torch.Tensor,
     image_size: tuple[int, int],
     sigma: float,
+    grid: str = "centred",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-map ``sum (T - render_heatmaps(keypoints))^2`` without rendering the maps.
 
@@ -74,6 +75,7 @@ def reprojection_sse(
         keypoints: ``(M, 2)`` model pixels, same dtype as ``targets``; differentiable.
         image_size: model input ``(H, W)``.
         sigma: Gaussian width in heatmap pixels.
+        grid: ``Context.heatmap_grid`` (where heatmap pixels sit in the model image).
 
     Returns:
         ``sse (M,)`` and ``valid (M,)``: the target is finite and not all zero and the keypoint
@@ -84,7 +86,7 @@ def reprojection_sse(
     """
     _, h, w = targets.shape
     energy, valid = map_energy(targets)
-    xy, labeled = heatmap_coords(keypoints, image_size, (h, w))
+    xy, labeled = heatmap_coords(keypoints, image_size, (h, w), grid)
     valid = valid & torch.isfinite(keypoints).all(dim=-1)
     use = valid & labeled
     value, slope = _separable_sse(targets, xy.detach(), sigma, energy, use)

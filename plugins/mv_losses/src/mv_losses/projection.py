@@ -138,7 +138,7 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
             keypoints = keypoints_pred_2d_reprojected.to(heatmaps_targ.dtype)
             sse, valid = reprojection_sse(heatmaps_targ.reshape(-1, h, w),
                                           keypoints.reshape(-1, 2), self.context.image_size,
-                                          self.params.sigma)
+                                          self.params.sigma, grid=self.context.heatmap_grid)
             scalar = self.reduce_loss(sse[valid], method="mean")
         return self.weight * scalar, self.log_loss(scalar, stage)
 
@@ -160,7 +160,7 @@ class ReprojectionHeatmapLoss(HeatmapMSELoss):
         h, w = self._check_size(heatmaps_targ)
         keypoints = keypoints_pred_2d_reprojected.to(heatmaps_targ.dtype)
         rendered = render_heatmaps(keypoints, self.context.image_size, (h, w),
-                                   sigma=self.params.sigma)
+                                   sigma=self.params.sigma, grid=self.context.heatmap_grid)
         # a NaN reprojection removes the map, like a missing label
         missing = ~torch.isfinite(keypoints).all(-1)
         targets = torch.where(missing[..., None, None], 0.0, heatmaps_targ)
