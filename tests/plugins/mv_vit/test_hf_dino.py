@@ -8,6 +8,7 @@ checkpoint's own grid (no position interpolation on either side).
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 import pytest
@@ -167,3 +168,45 @@ def test_unknown_keys_are_named() -> None:
     gated = hf_dinov3(use_gated_mlp=True).state_dict()
     with pytest.raises(ValueError, match=r"DINOv3ViTModel.*gate_proj.*SwiGLU"):
         hf_dinov3_to_timm(gated)
+
+
+# ---------------------------------------------------------------------- as a backbone checkpoint
+def _mvt_from_checkpoint(backbone: str, path: Any) -> Any:
+    from mv_vit.model import MultiviewTransformer, MultiviewTransformerParams
+
+    from mvcore.context import Context
+
+    params = MultiviewTransformerParams(backbone=backbone, embed_dim=DIM, depth=DEPTH,
+                                        num_heads=HEADS, backbone_checkpoint=str(path))
+    context = Context(view_names=("a", "b"), keypoint_names=("k",), image_height=SIZE,
+                      image_width=SIZE, downsample_factor=2)
+    MultiviewTransformer.validate_context(params, context)
+    return MultiviewTransformer(params, context)
+
+
+def test_converted_dinov3_loads_as_backbone_checkpoint(tmp_path: Any) -> None:
+    """The documented route: convert, save, set as ``backbone_checkpoint``."""
+    hf = randomize(hf_dinov3(), skip=("q_proj.bias", "v_proj.bias"))
+    state = hf_dinov3_to_timm(hf.state_dict())
+    torch.save(state, tmp_path / "dinov3.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing missing, unexpected or skipped
+        model = _mvt_from_checkpoint("vits_dinov3", tmp_path / "dinov3.pth")
+    loaded = model.vit.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_converted_patch14_dinov2_is_resampled_into_vits_dinov2(tmp_path: Any) -> None:
+    config = transformers.Dinov2Config(hidden_size=DIM, num_hidden_layers=DEPTH,
+                                       num_attention_heads=HEADS, image_size=98, patch_size=14)
+    state = hf_dinov2_to_timm(transformers.Dinov2Model(config).state_dict())
+    assert state["pos_embed"].shape == (1, 1 + 7 * 7, DIM)
+    torch.save(state, tmp_path / "dinov2.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = _mvt_from_checkpoint("vits_dinov2", tmp_path / "dinov2.pth")
+    assert model.vit.patch_embed.proj.weight.shape == (DIM, 3, 16, 16)
+    assert model.vit.pos_embed.shape == (1, 1 + 4 * 4, DIM)
+    torch.testing.assert_close(model.vit.blocks[1].attn.qkv.weight,
+                               state["blocks.1.attn.qkv.weight"])
