@@ -124,6 +124,8 @@ def test_gradients_reach_view_embeddings_and_blocks() -> None:
     assert model.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert model.vit.blocks[0].gamma_1.grad.abs().sum() > 0
     assert model.vit.cls_token.grad is None and model.vit.reg_token.grad is None
+    # no trainable parameter is left without a gradient (DDP needs none unused)
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
 # ---------------------------------------------------------------------- RoPE per view
