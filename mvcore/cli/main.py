@@ -21,6 +21,7 @@ from mvcore.cli.commands import (
     config_cmd,
     evaluate_cmd,
     example_cmd,
+    import_cmd,
     plugins_cmd,
     predict_cmd,
     report_cmd,
@@ -31,7 +32,7 @@ from mvcore.cli.console import quiet_console
 from mvcore.errors import MvcoreError
 
 CORE_COMMANDS = (plugins_cmd, config_cmd, train_cmd, predict_cmd, evaluate_cmd, report_cmd,
-                 example_cmd, triangulate_cmd, calib_cmd)
+                 example_cmd, triangulate_cmd, calib_cmd, import_cmd)
 
 
 def build_parser(with_plugin_commands: bool = True) -> argparse.ArgumentParser:

@@ -50,6 +50,23 @@ class Backbone(Component, nn.Module):
         ``params``."""
         return params
 
+    @classmethod
+    def from_lightning_pose(
+        cls, params: BackboneParams, state: dict[str, torch.Tensor], context: Context
+    ) -> tuple[BackboneParams, dict[str, torch.Tensor]]:
+        """Convert a network trained by Lightning Pose (``mvcore import-lightning-pose``).
+
+        ``params``: this backbone's params as read from the Lightning Pose config;
+        ``state``: the network tensors of its checkpoint (the LightningModule's
+        ``state_dict``, names as Lightning Pose saved them, loss buffers removed).
+        Returns the params that build the same network without pretrained weights (the
+        architecture read from the tensors where the config does not fix it) and the state
+        dict of that network under this class's own names (``self.state_dict()``). Raise
+        ``ValueError`` naming the first tensor that does not fit. The default: this backbone
+        cannot import Lightning Pose models (``NotImplementedError``)."""
+        raise NotImplementedError(
+            f"the {cls.name!r} backbone cannot import Lightning Pose checkpoints")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

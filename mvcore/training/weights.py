@@ -8,6 +8,7 @@ not network weights and are skipped. Whatever does not fit is an error that name
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,13 @@ def start_from_checkpoint(module: Any, config: Any) -> Path:
                     f"model.checkpoint: {model_dir} was trained on {label} {earlier.get(key)} "
                     f"but this project has {list(getattr(ours, key))}; start from a model of "
                     "the same views and keypoints, or remove model.checkpoint")
+        grid = earlier.get("heatmap_grid", "centred")
+        if grid != ours.heatmap_grid:
+            warnings.warn(
+                f"model.checkpoint: {model_dir} reads its heatmaps with model.heatmap_grid "
+                f"{grid!r}, this config with {ours.heatmap_grid!r}: its keypoints start "
+                f"shifted until training moves them; set model.heatmap_grid: {grid} to keep "
+                "them", stacklevel=2)
     try:
         load_network_weights(module, read_network_weights(ckpt), str(ckpt), "this config")
     except MvcoreError as exc:

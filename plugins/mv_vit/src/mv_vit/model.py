@@ -10,6 +10,7 @@ rotary embeddings in every block, each view's tokens rotated by their own image 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -71,6 +72,10 @@ class MultiviewTransformerParams(BackboneParams):
     depth: int | None = Field(default=None, gt=0)
     num_heads: int | None = Field(default=None, gt=0)
     drop_path_rate: float | None = Field(default=None, ge=0.0, lt=1.0)
+    #: epsilon of every LayerNorm of the ViT; default: the timm model's own (1e-6 for the
+    #: ViTs, 1e-5 for DINOv3). Hugging Face's DINO and MAE ViTs use 1e-12 (set by
+    #: ``mvcore import-lightning-pose``)
+    layer_norm_eps: float | None = Field(default=None, gt=0.0)
     #: width of the intermediate head deconvolutions (ds = 1); default: num_keypoints
     deconv_channels: int | None = Field(default=None, gt=0)
     #: recompute block activations in backward: less memory, ~30% slower steps
@@ -225,6 +230,8 @@ def build_vit(
             kwargs[key] = value if value is not None else getattr(variant, key)
     if params.drop_path_rate is not None:
         kwargs["drop_path_rate"] = params.drop_path_rate
+    if params.layer_norm_eps is not None:
+        kwargs["norm_layer"] = functools.partial(nn.LayerNorm, eps=params.layer_norm_eps)
     if pretrained and not variant.is_scratch and checkpoint is None:
         try:
             vit = timm.create_model(variant.hub_name, pretrained=True, **kwargs)
@@ -475,6 +482,17 @@ class MultiviewTransformer(Backbone):
         return self.decode(features.view(batch, views, n, dim), grid)
 
     # ------------------------------------------------------------------ trainer hooks
+    @classmethod
+    def from_lightning_pose(
+        cls, params: MultiviewTransformerParams, state: dict[str, torch.Tensor],
+        context: Context,
+    ) -> tuple[MultiviewTransformerParams, dict[str, torch.Tensor]]:
+        """A Lightning Pose multi-view transformer's tensors under this class's names
+        (``mv_vit.lightning_pose``)."""
+        from mv_vit.lightning_pose import convert_lightning_pose
+
+        return convert_lightning_pose(params, state, context)
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``backbone`` (the ViT; frozen until unfreezing), ``head``, ``view_embeddings``."""
         return {

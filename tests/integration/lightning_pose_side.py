@@ -1,0 +1,120 @@
+"""Lightning Pose's half of the import round trip; runs in Lightning Pose's own environment.
+
+``python lightning_pose_side.py WORK`` (WORK holds ``project/`` written by the test, with
+``config.yaml`` naming its views and keypoints, ``clips/clip_<view>.mp4`` and ``input.pt``):
+
+1. stores a random ViT-S with the config of the hub's ``facebook/dino-vits16`` (224 px, 197
+   positions, LayerNorm eps 1e-12) as that model in a private Hugging Face cache, so that
+   Lightning Pose's own ``from_pretrained`` loads it offline;
+2. trains a Lightning Pose multi-view transformer for one epoch with ``lightning_pose.train``
+   (its model directory: ``WORK/lp_model``), then scales its head's last layer so that the
+   random network's heatmaps have peaks (the checkpoint stays Lightning Pose's own file);
+3. writes the network's heatmaps on ``input.pt`` (``WORK/lp_heatmaps.pt``) and predicts the
+   videos with ``Model.predict_on_video_file_multiview`` (``WORK/lp_preds``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO_ID = "facebook/dino-vits16"
+REVISION = "0" * 40
+HEAD_GAIN = 3000.0
+
+
+def store_hub_vit(cache: Path) -> None:
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                       intermediate_size=1536, image_size=224, patch_size=16, qkv_bias=True,
+                       layer_norm_eps=1e-12, hidden_act="gelu")
+    vit = ViTModel(config, add_pooling_layer=False)
+    repo = cache / f"models--{REPO_ID.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(REVISION)
+    vit.save_pretrained(repo / "snapshots" / REVISION)
+
+
+def lp_config(project: Path) -> object:
+    import yaml
+    from omegaconf import OmegaConf
+
+    ours = yaml.safe_load((project / "config.yaml").read_text())["data"]
+    views, keypoints = ours["view_names"], ours["keypoint_names"]
+    size = 256
+    cfg = OmegaConf.create({
+        "data": {"image_resize_dims": {"height": size, "width": size},
+                 "data_dir": str(project), "video_dir": str(project / "videos"),
+                 "csv_file": [f"CollectedData_{v}.csv" for v in views], "bbox_file": None,
+                 "view_names": views, "num_keypoints": len(keypoints),
+                 "keypoint_names": keypoints, "mirrored_column_matches": None,
+                 "columns_for_singleview_pca": None, "downsample_factor": 2},
+        "training": {"imgaug": "none", "imgaug_3d": False, "imgaug_hflip": False,
+                     "train_batch_size": 4, "val_batch_size": 4, "test_batch_size": 4,
+                     "train_prob": 0.8, "val_prob": 0.1, "train_frames": 4, "num_gpus": 1,
+                     "num_workers": 0, "unfreezing_epoch": 0, "min_epochs": 1,
+                     "max_epochs": 1, "log_every_n_steps": 1, "check_val_every_n_epoch": 1,
+                     "ckpt_every_n_epochs": None, "early_stopping": False,
+                     "early_stop_patience": 3, "rng_seed_data_pt": 0, "rng_seed_model_pt": 0,
+                     "optimizer": "Adam", "optimizer_params": {"learning_rate": 5e-5},
+                     "lr_scheduler": "multisteplr",
+                     "lr_scheduler_params": {"multisteplr": {"milestones": [1], "gamma": 0.5}},
+                     "uniform_heatmaps_for_nan_keypoints": True,
+                     "patch_mask": {"init_epoch": 40, "final_epoch": 300, "init_ratio": 0.0,
+                                    "final_ratio": 0.0}},
+        "model": {"losses_to_use": [], "backbone": "vits_dino",
+                  "model_type": "heatmap_multiview_transformer", "heatmap_loss_type": "mse",
+                  "model_name": "roundtrip", "checkpoint": None},
+        "dali": {"base": {"train": {"sequence_length": 8}, "predict": {"sequence_length": 8}},
+                 "context": {"train": {"batch_size": 4}, "predict": {"sequence_length": 8}}},
+        "losses": {},
+        "eval": {"predict_vids_after_training": False, "save_vids_after_training": False,
+                 "test_videos_directory": str(project / "videos"), "colormap": "cool",
+                 "confidence_thresh_for_vid": 0.9},
+        "callbacks": {"anneal_weight": {"attr_name": "total_unsupervised_importance",
+                                        "init_val": 0.0, "increase_factor": 0.01,
+                                        "final_val": 1.0, "freeze_until_epoch": 0}},
+    })
+    return cfg
+
+
+def sharpen(model_dir: Path) -> Path:
+    import torch
+
+    (ckpt,) = sorted(model_dir.glob("tb_logs/*/version_*/checkpoints/*.ckpt"))
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for part in ("weight", "bias"):
+        saved["state_dict"][f"head.upsampling_layers.1.{part}"] *= HEAD_GAIN
+    torch.save(saved, ckpt)
+    return ckpt
+
+
+def main(work: Path) -> None:
+    cache = work / "hf-cache"
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    store_hub_vit(cache)
+    import torch
+    from lightning_pose.api.model import Model
+    from lightning_pose.train import train
+
+    project, model_dir = work / "project", work / "lp_model"
+    train(lp_config(project), model_dir=model_dir, skip_evaluation=True)
+    sharpen(model_dir)
+    model = Model.from_dir(model_dir)
+    model._load()  # Lightning Pose loads the checkpoint lazily, on the first prediction
+    network = model.model.eval()
+    with torch.no_grad():
+        heatmaps = network(torch.load(work / "input.pt"))  # (B, V*K, h, w)
+    torch.save(heatmaps, work / "lp_heatmaps.pt")
+    views = list(model.cfg.data.view_names)
+    videos = [str(work / "clips" / f"clip_{v}.mp4") for v in views]
+    model.predict_on_video_file_multiview(videos, output_dir=work / "lp_preds",
+                                          compute_metrics=False, reader="opencv")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,136 @@
+"""``mvcore import-lightning-pose`` on a model that Lightning Pose itself trained and saved.
+
+Lightning Pose (``lightning-pose`` 2.4.3 from PyPI) runs in its own environment
+(``tests/tools/lightning_pose_env.sh`` builds it; ``.ci/run`` does so before the tests): it
+trains a multi-view transformer with random ViT-S weights for one epoch on the example
+project, predicts a 16-frame clip of each view and writes its network's heatmaps for a fixed
+input (``lightning_pose_side.py``). mvcore imports the model directory, and both programs
+must compute the same heatmaps and predict the same keypoints on the same frames.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from videos import write_video
+
+from mvcore.cli.main import main
+from mvcore.example import make_example_project
+from mvcore.predict.model_io import load_model
+
+pytestmark = pytest.mark.slow
+
+#: the interpreter of Lightning Pose's test environment
+LP_PYTHON = Path(os.environ.get(
+    "MVCORE_LP_PYTHON",
+    Path.home() / ".cache" / "mvcore-tests" / "lightning-pose-2.4.3" / "bin" / "python"))
+SIDE = Path(__file__).with_name("lightning_pose_side.py")
+CLIP_FRAMES = 16
+
+
+def _clip(video: Path, out: Path) -> None:
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in
+                  zip(range(CLIP_FRAMES), container.decode(video=0), strict=False)]
+    write_video(out, np.stack(frames))
+
+
+def _xy(csv: Path) -> np.ndarray:
+    """``(T, K, 2)`` x, y of a DeepLabCut-format prediction CSV."""
+    table = pd.read_csv(csv, header=[0, 1, 2], index_col=0)
+    coords = table.columns.get_level_values(2)
+    x = table.loc[:, coords == "x"].to_numpy(float)
+    y = table.loc[:, coords == "y"].to_numpy(float)
+    return np.stack([x, y], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def lightning_pose_run(tmp_path_factory) -> Path:
+    if not LP_PYTHON.is_file():
+        pytest.skip(f"Lightning Pose's test environment is not built ({LP_PYTHON}); build it "
+                    "with: bash tests/tools/lightning_pose_env.sh")
+    work = tmp_path_factory.mktemp("lp_roundtrip")
+    config = make_example_project(work / "project", seed=0, num_frames=40)
+    views = yaml.safe_load(config.read_text())["data"]["view_names"]
+    for view in views:
+        _clip(work / "project" / "videos" / f"session0_{view}.mp4",
+              work / "clips" / f"clip_{view}.mp4")
+    generator = torch.Generator().manual_seed(0)
+    torch.save(torch.randn(2, len(views), 3, 256, 256, generator=generator),
+               work / "input.pt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    done = subprocess.run([str(LP_PYTHON), str(SIDE), str(work)], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work
+
+
+@pytest.fixture(scope="module")
+def imported(lightning_pose_run) -> Path:
+    out = lightning_pose_run / "mv_model"
+    assert main(["import-lightning-pose", str(lightning_pose_run / "lp_model"), str(out)]) == 0
+    return out
+
+
+def test_imported_model_computes_lightning_pose_heatmaps_and_keypoints(lightning_pose_run,
+                                                                      imported):
+    work, out = lightning_pose_run, imported
+    assert sorted(p.name for p in out.iterdir() if p.name != ".mvcore.lock") == [
+        "checkpoints", "config.yaml", "context.json", "imported_from.json", "plugins.json"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["model"]["heatmap_grid"] == "lightning_pose"
+    assert config["model"]["backbone_params"]["layer_norm_eps"] == 1e-12
+
+    # the network: the same heatmaps on the same input (224-px position embeddings resized
+    # to the 256-px grid as Hugging Face does at run time, q/k/v fused, eps 1e-12)
+    module, _ = load_model(out, device="cpu")
+    images = torch.load(work / "input.pt")
+    with torch.no_grad():
+        ours = module(images)  # (B, V, K, h, w)
+    theirs = torch.load(work / "lp_heatmaps.pt").reshape(ours.shape)
+    assert ours.amax(dim=(-2, -1)).median() > 0.05  # peaked maps, not near-uniform ones
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=2e-6)
+
+    # the programs: the same keypoints on the same frames
+    assert main(["predict", str(out), "--videos", str(work / "clips"),
+                 "--out", str(work / "mv_preds")]) == 0
+    views = config["data"]["view_names"]
+    mine = np.stack([_xy(work / "mv_preds" / f"clip_{v}.csv") for v in views])
+    lp = np.stack([_xy(work / "lp_preds" / f"clip_{v}.csv") for v in views])
+    assert mine.shape == lp.shape == (len(views), CLIP_FRAMES, len(config["data"]
+                                                                   ["keypoint_names"]), 2)
+    assert mine.std(axis=(1, 2)).min() > 5  # keypoints that move, not one constant point
+    distance = np.linalg.norm(mine - lp, axis=-1)
+    bias = (mine - lp).reshape(-1, 2).mean(axis=0)
+    print(f"mvcore - Lightning Pose: median {np.median(distance):.3f} px, 95th pct "
+          f"{np.percentile(distance, 95):.3f} px, mean offset {bias}")
+    assert np.median(distance) < 0.5
+    # mvcore's own heatmap grid would put every keypoint 1.5 px further right and down
+    assert np.abs(bias).max() < 0.3
+
+
+def test_imported_model_fine_tunes_and_refuses_resume_with_the_command_to_use(
+        lightning_pose_run, imported, capsys):
+    tuned = lightning_pose_run / "tuned"
+    code = main(["train", str(imported / "config.yaml"), "--output", str(tuned),
+                 "--set", f"model.checkpoint={imported}", "--set", "training.max_epochs=1",
+                 "--set", "training.train_frames=4", "--set", "training.num_workers=0",
+                 "--set", "eval.num_labeled_frame_plots=0"])
+    assert code == 0
+    start = torch.load(imported / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    after = torch.load(tuned / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    key = "backbone.vit.blocks.0.attn.qkv.weight"
+    step = (after[key] - start[key]).abs().max()
+    assert 0 < step < 1e-3  # one Adam step at lr 5e-5 from the imported weights
+    capsys.readouterr()
+    code = main(["train", str(imported / "config.yaml"), "--resume", str(imported)])
+    assert code == 2
+    assert "fine-tune it instead: mvcore train" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""``mvcore import-lightning-pose`` (plugins loaded): every input mistake is one line naming
+the file or folder and what to do, and nothing is written (the round trip:
+tests/integration/test_import_lightning_pose.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mvcore.cli.main import main
+from mvcore.example import make_example_project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_example_project(tmp_path_factory.mktemp("import") / "proj", seed=0,
+                                num_frames=8).parent
+
+
+def lp_model_dir(root: Path, project: Path, model_type: str = "heatmap_multiview_transformer",
+                 checkpoint: bool = True) -> Path:
+    """A Lightning Pose-shaped model directory: its config and (optionally) a checkpoint."""
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    config["data"]["data_dir"] = str(project)
+    config["model"]["model_type"] = model_type
+    config["creation_datetime"] = "2026-12-01T23:03:09.733245"
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    if checkpoint:
+        ckpt = root / "tb_logs" / "m" / "version_0" / "checkpoints" / "epoch=0-step=1-best.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        torch.save({"state_dict": {"view_embeddings": torch.zeros(3, 8)}, "epoch": 0}, ckpt)
+    return root
+
+
+def run(capsys, *args: str) -> tuple[int, str]:
+    code = main(["import-lightning-pose", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_a_folder_without_config_is_named(tmp_path, capsys):
+    code, err = run(capsys, str(tmp_path), str(tmp_path / "out"))
+    assert code == 2 and "no config.yaml; give the model directory Lightning Pose" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_directory_without_checkpoints_is_named(tmp_path, project, capsys):
+    lp = lp_model_dir(tmp_path / "lp", project, checkpoint=False)
+    code, err = run(capsys, str(lp), str(tmp_path / "out"))
+    assert code == 2
+    assert "no checkpoint under tb_logs/*/version_*/checkpoints/*.ckpt" in err
+    assert "--checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_an_output_folder_with_files_is_refused(tmp_path, project, capsys):
+    lp = lp_model_dir(tmp_path / "lp", project)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    code, err = run(capsys, str(lp), str(tmp_path / "out"))
+    assert code == 2 and "is not empty; give a new folder" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+def test_a_moved_project_asks_for_data_dir(tmp_path, project, capsys):
+    moved = tmp_path / "moved"
+    shutil.copytree(project, moved)
+    lp = lp_model_dir(tmp_path / "lp", moved)
+    shutil.rmtree(moved)
+    code, err = run(capsys, str(lp), str(tmp_path / "out"))
+    assert code == 2 and "data.data_dir" in err and "pass --data-dir DIR" in err
+    code, err = run(capsys, str(lp), str(tmp_path / "out"), "--data-dir", str(project))
+    assert code == 2 and "Lightning Pose checkpoints of this backbone is not supported" in err
+    code, err = run(capsys, str(lp), str(tmp_path / "out"), "--data-dir", str(project),
+                    "--set", "model.backbone=vits_dino")
+    assert code == 2 and "not a Lightning Pose multi-view transformer checkpoint: no " in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_type_without_a_conversion_is_named(tmp_path, project, capsys):
+    lp = lp_model_dir(tmp_path / "lp", project, model_type="heatmap")
+    code, err = run(capsys, str(lp), str(tmp_path / "out"), "--set",
+                    "model.backbone=resnet18", "--set", "model.backbone_pretrained=false")
+    assert code == 2
+    assert "model.model_type 'heatmap': the 'heatmap' backbone cannot import Lightning Pose" in err
