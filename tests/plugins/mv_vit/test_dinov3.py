@@ -16,7 +16,7 @@ from mv_vit.variants import VARIANTS
 from torch import nn
 
 from mvcore.context import Context
-from mvcore.errors import ConfigError, ParamError
+from mvcore.errors import ParamError
 
 SIZE = 64  # 4x4 patch grid
 
@@ -256,22 +256,3 @@ def test_local_checkpoint_loads_through_timms_eva_filter(tmp_path: Any) -> None:
     assert report == {"loaded": len(source.vit.state_dict()), "missing": 0, "unexpected": 0,
                       "shape_mismatch": 0}
     assert torch.equal(target.vit.blocks[1].gamma_2, source.vit.blocks[1].gamma_2)
-
-
-def test_pretrained_dinov3_offline_gives_guidance(monkeypatch: pytest.MonkeyPatch) -> None:
-    import timm
-
-    calls: list[tuple[str, bool]] = []
-    original = timm.create_model
-
-    def fake_create_model(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
-        calls.append((name, pretrained))
-        if pretrained:
-            raise OSError("We couldn't connect to 'https://huggingface.co'")
-        return original(name, pretrained=False, **kwargs)
-
-    monkeypatch.setattr(timm, "create_model", fake_create_model)
-    with pytest.raises(ConfigError, match="no internet/hub access") as info:
-        build(MultiviewTransformerParams(backbone="vitb_dinov3"))
-    assert calls == [("vit_base_patch16_dinov3.lvd1689m", True)]
-    assert "'vitb_dinov3'" in str(info.value)

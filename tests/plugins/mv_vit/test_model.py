@@ -390,7 +390,12 @@ def test_hub_architectures_build_without_weights() -> None:
         assert model.vit.patch_embed.proj.kernel_size == (16, 16)
 
 
-def test_pretrained_hub_variant_offline_gives_guidance(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("backbone", "hub_name"), [
+    ("vits_dino", "vit_small_patch16_224.dino"),
+    ("vitb_dinov3", "vit_base_patch16_dinov3.lvd1689m"),
+])
+def test_pretrained_hub_variant_offline_gives_guidance(
+        monkeypatch: pytest.MonkeyPatch, backbone: str, hub_name: str) -> None:
     import timm
 
     calls: list[tuple[str, bool]] = []
@@ -404,9 +409,10 @@ def test_pretrained_hub_variant_offline_gives_guidance(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(timm, "create_model", fake_create_model)
     with pytest.raises(ConfigError) as info:
-        build(make_params("vits_dino", backbone_pretrained=True))
+        build(make_params(backbone, backbone_pretrained=True))
     message = str(info.value)
-    assert calls == [("vit_small_patch16_224.dino", True)]
+    assert calls == [(hub_name, True)]
+    assert f"{backbone!r}" in message
     assert "no internet/hub access" in message
     assert "model.backbone_checkpoint" in message
     assert "model.backbone_pretrained: false" in message
