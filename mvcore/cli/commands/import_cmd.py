@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # lazy: torch and the plugins load only when this command runs (mvcore --help stays fast)
     from mvcore.interop.lightning_pose_models import import_lightning_pose
 
     result = import_lightning_pose(args.lp_model_dir, args.out_dir, checkpoint=args.checkpoint,

@@ -489,6 +489,7 @@ class MultiviewTransformer(Backbone):
     ) -> tuple[MultiviewTransformerParams, dict[str, torch.Tensor]]:
         """A Lightning Pose multi-view transformer's tensors under this class's names
         (``mv_vit.lightning_pose``)."""
+        # lazy: the conversion module is needed only by `mvcore import-lightning-pose`
         from mv_vit.lightning_pose import convert_lightning_pose
 
         return convert_lightning_pose(params, state, context)
