@@ -45,7 +45,13 @@ def resample_hf_position_embeddings(position: torch.Tensor, grid: tuple[int, int
     """``(1, 1 + g*g, D)`` -> ``(1, 1 + gh*gw, D)``: the class position and the patch positions
     resized to ``grid = (gh, gw)`` exactly as ``ViTEmbeddings.interpolate_pos_encoding`` does
     at run time (bicubic, ``align_corners=False``, no antialiasing), so the converted network
-    computes what the Hugging Face one computed on ``grid``-sized inputs."""
+    computes what the Hugging Face one computed on ``grid``-sized inputs.
+
+    ``Dinov2Embeddings.interpolate_pos_encoding`` resizes the same way (read in transformers
+    4.57.1 and 5.24.0; Lightning Pose 2.4.3 needs >= 4.57.5): in float32, to ``size=grid``
+    (not by a scale factor with a +0.1 offset, as older releases did), no antialiasing; so
+    DINOv2's 37x37 grid goes through here too. Both keep the positions when ``grid`` is the
+    stored one."""
     cls_pos, patch_pos = position[:, :1], position[:, 1:]
     side = int(round(patch_pos.shape[1] ** 0.5))
     if side * side != patch_pos.shape[1]:
