@@ -1,11 +1,15 @@
 """Lightning Pose's half of the import round trip; runs in Lightning Pose's own environment.
 
-``python lightning_pose_side.py WORK`` (WORK holds ``project/`` written by the test, with
-``config.yaml`` naming its views and keypoints, ``clips/clip_<view>.mp4`` and ``input.pt``):
+``python lightning_pose_side.py WORK [BACKBONE]`` (WORK holds ``project/`` written by the
+test, with ``config.yaml`` naming its views and keypoints, ``clips/clip_<view>.mp4`` and
+``input.pt``; BACKBONE: Lightning Pose's ``model.backbone``, ``vits_dino`` (default) or
+``vits_dinov2``):
 
-1. stores a random ViT-S with the config of the hub's ``facebook/dino-vits16`` (224 px, 197
-   positions, LayerNorm eps 1e-12) as that model in a private Hugging Face cache, so that
-   Lightning Pose's own ``from_pretrained`` loads it offline;
+1. stores a random model with the config of the hub model Lightning Pose loads for BACKBONE
+   (``HUB``: ``facebook/dino-vits16``, a ``ViTModel`` at 224 px with 197 positions and
+   LayerNorm eps 1e-12; ``facebook/dinov2-small``, a ``Dinov2Model`` at 518 px with 14-pixel
+   patches, 1 + 37 * 37 positions, eps 1e-6 and layer scales) under that repo id in a private
+   Hugging Face cache, so that Lightning Pose's own ``from_pretrained`` loads it offline;
 2. trains a Lightning Pose multi-view transformer for one epoch with ``lightning_pose.train``
    (its model directory: ``WORK/lp_model``), then scales its head's last layer so that the
    random network's heatmaps have peaks (the checkpoint stays Lightning Pose's own file);
@@ -19,27 +23,50 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ID = "facebook/dino-vits16"
+#: the hub repo Lightning Pose 2.4.3 loads for each backbone (models/backbones/factory.py)
+HUB = {"vits_dino": "facebook/dino-vits16", "vits_dinov2": "facebook/dinov2-small"}
 REVISION = "0" * 40
 HEAD_GAIN = 3000.0
+#: DINOv2's random position embeddings are scaled to unit size (HF initialises them with std
+#: 0.02) and its layer scales drawn from U(0.5, 1.5) (HF starts them all at layerscale_value
+#: 1.0; the hub's are trained), so that wrongly resized positions or lost layer scales show
+DINOV2_POSITION_GAIN = 50.0
+DINOV2_LAYER_SCALES = (0.5, 1.5)
 
 
-def store_hub_vit(cache: Path) -> None:
+def hub_model(backbone: str) -> object:
+    """A random model with the configuration of the hub's ``HUB[backbone]`` (its config.json)."""
     import torch
-    from transformers import ViTConfig, ViTModel
+    from transformers import Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
     torch.manual_seed(0)
-    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                       intermediate_size=1536, image_size=224, patch_size=16, qkv_bias=True,
-                       layer_norm_eps=1e-12, hidden_act="gelu")
-    vit = ViTModel(config, add_pooling_layer=False)
-    repo = cache / f"models--{REPO_ID.replace('/', '--')}"
+    if backbone == "vits_dino":
+        config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                           intermediate_size=1536, image_size=224, patch_size=16,
+                           qkv_bias=True, layer_norm_eps=1e-12, hidden_act="gelu")
+        return ViTModel(config, add_pooling_layer=False)
+    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                          mlp_ratio=4, image_size=518, patch_size=14, qkv_bias=True,
+                          layer_norm_eps=1e-6, layerscale_value=1.0, hidden_act="gelu",
+                          use_swiglu_ffn=False, drop_path_rate=0.0)
+    model = Dinov2Model(config)
+    with torch.no_grad():
+        model.embeddings.position_embeddings.mul_(DINOV2_POSITION_GAIN)
+        for name, value in model.named_parameters():
+            if name.endswith("lambda1"):
+                value.uniform_(*DINOV2_LAYER_SCALES)
+    return model
+
+
+def store_hub_model(cache: Path, backbone: str) -> None:
+    """``hub_model(backbone)`` saved as ``HUB[backbone]`` in the Hugging Face cache ``cache``."""
+    repo = cache / f"models--{HUB[backbone].replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(REVISION)
-    vit.save_pretrained(repo / "snapshots" / REVISION)
+    hub_model(backbone).save_pretrained(repo / "snapshots" / REVISION)
 
 
-def lp_config(project: Path) -> object:
+def lp_config(project: Path, backbone: str) -> object:
     import yaml
     from omegaconf import OmegaConf
 
@@ -66,7 +93,7 @@ def lp_config(project: Path) -> object:
                      "uniform_heatmaps_for_nan_keypoints": True,
                      "patch_mask": {"init_epoch": 40, "final_epoch": 300, "init_ratio": 0.0,
                                     "final_ratio": 0.0}},
-        "model": {"losses_to_use": [], "backbone": "vits_dino",
+        "model": {"losses_to_use": [], "backbone": backbone,
                   "model_type": "heatmap_multiview_transformer", "heatmap_loss_type": "mse",
                   "model_name": "roundtrip", "checkpoint": None},
         "dali": {"base": {"train": {"sequence_length": 8}, "predict": {"sequence_length": 8}},
@@ -93,16 +120,18 @@ def sharpen(model_dir: Path) -> Path:
     return ckpt
 
 
-def main(work: Path) -> None:
+def main(work: Path, backbone: str = "vits_dino") -> None:
+    if backbone not in HUB:
+        raise SystemExit(f"backbone {backbone!r}: this script knows {', '.join(HUB)}")
     cache = work / "hf-cache"
     os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    store_hub_vit(cache)
+    store_hub_model(cache, backbone)
     import torch
     from lightning_pose.api.model import Model
     from lightning_pose.train import train
 
     project, model_dir = work / "project", work / "lp_model"
-    train(lp_config(project), model_dir=model_dir, skip_evaluation=True)
+    train(lp_config(project, backbone), model_dir=model_dir, skip_evaluation=True)
     sharpen(model_dir)
     model = Model.from_dir(model_dir)
     model._load()  # Lightning Pose loads the checkpoint lazily, on the first prediction
@@ -117,4 +146,4 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])
