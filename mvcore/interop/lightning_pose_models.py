@@ -5,13 +5,15 @@ A Lightning Pose model directory holds ``config.yaml`` (a config mvcore reads as
 ``tb_logs/<model_name>/version_N/checkpoints/*.ckpt``. The network tensors are renamed by the
 backbone plugin of ``model.model_type`` (``Backbone.from_lightning_pose``); the core builds
 the run as training would (project, losses), loads the converted tensors (every one must fit)
-and writes ``config.yaml``, ``context.json``, ``plugins.json``, ``checkpoints/best.ckpt`` and
-``imported_from.json`` (the source, for the record). The config gets
-``model.heatmap_grid: lightning_pose``: Lightning Pose's networks put heatmap pixel ``j`` at
-model pixel ``j * s`` (mvcore: ``j * s + (s - 1) / 2``), and reading them with mvcore's grid
-would shift every keypoint by 1.5 model pixels at ``downsample_factor`` 2.
+and writes ``config.yaml``, ``context.json``, ``plugins.json``, ``checkpoints/best.ckpt``,
+``checkpoints/last.ckpt`` (the run's optimiser, scheduler and loop state, converted, for
+``--resume``; when the checkpoint has them) and ``imported_from.json`` (the source). The
+config gets ``model.heatmap_grid: lightning_pose``: Lightning Pose's networks put heatmap
+pixel ``j`` at model pixel ``j * s`` (mvcore: ``j * s + (s - 1) / 2``), and reading them with
+mvcore's grid would shift every keypoint by 1.5 model pixels at ``downsample_factor`` 2.
 
-``mvcore predict OUT_DIR`` predicts with it; ``model.checkpoint: OUT_DIR`` fine-tunes from it.
+``mvcore predict OUT_DIR`` predicts with it; ``mvcore train OUT_DIR/config.yaml --resume
+OUT_DIR`` continues Lightning Pose's run; ``model.checkpoint: OUT_DIR`` fine-tunes from it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 
 from mvcore.build import make_context, select_backbone
@@ -47,8 +50,9 @@ class ImportResult:
     """What was imported: the output directory and a one-line description."""
 
     def __init__(self, model_dir: Path, checkpoint: Path, epoch: int, step: int,
-                 backbone: str, views: int, keypoints: int) -> None:
+                 backbone: str, views: int, keypoints: int, resumable: bool) -> None:
         self.model_dir = model_dir
+        self.resumable = resumable
         self.checkpoint = checkpoint
         self.epoch, self.step = epoch, step
         self.backbone, self.views, self.keypoints = backbone, views, keypoints
@@ -145,6 +149,76 @@ def _converted_config(raw: dict[str, Any], params_before: Any, params_after: Any
     return out
 
 
+def _lightning_pose_param_names(state: dict[str, torch.Tensor], groups: list[dict[str, Any]]
+                                ) -> dict[int, str] | None:
+    """Optimiser index -> tensor name of a Lightning Pose multi-view model, whose groups are
+    ``backbone`` (``backbone.*`` in module order), ``head`` (``head.*``) and
+    ``view_embeddings``; None when the groups are not that (another model)."""
+    prefixes = {"backbone": "backbone.", "head": "head.", "view_embeddings": "view_embeddings"}
+    names: dict[int, str] = {}
+    for group in groups:
+        prefix = prefixes.get(str(group.get("name")))
+        members = [k for k in state if prefix and k.startswith(prefix)]
+        if prefix is None or len(members) != len(group.get("params", [])):
+            return None
+        names.update(zip(group["params"], members, strict=True))
+    return names
+
+
+def _resumable_checkpoint(saved: dict[str, Any], state: dict[str, torch.Tensor],
+                          convert: Any, module: Any) -> dict[str, Any] | None:
+    """``last.ckpt`` that continues the Lightning Pose run: the network, Adam's moments
+    converted like the weights (a moment is a tensor of its parameter's shape; resized second
+    moments are clamped at 0), Lightning Pose's learning rates, scheduler and loop progress.
+    None when the checkpoint holds no optimiser state mvcore can map (``--resume`` then says
+    so)."""
+    optimizers = saved.get("optimizer_states") or []
+    if len(optimizers) != 1 or not saved.get("loops"):
+        return None
+    lp_state, lp_groups = optimizers[0].get("state", {}), optimizers[0].get("param_groups", [])
+    names = _lightning_pose_param_names(state, lp_groups)
+    if names is None:
+        return None
+    optimizer = module.configure_optimizers()
+    scheduler = None
+    if isinstance(optimizer, dict):
+        scheduler = optimizer["lr_scheduler"]["scheduler"]
+        optimizer = optimizer["optimizer"]
+    moments: dict[str, dict[str, torch.Tensor]] = {}
+    for key in ("exp_avg", "exp_avg_sq"):
+        per_name = {k: torch.zeros_like(v) for k, v in state.items()}
+        per_name.update({names[i]: s[key] for i, s in lp_state.items() if key in s})
+        moments[key] = convert(per_name)
+    steps = [s["step"] for s in lp_state.values() if "step" in s]
+    own_names = {id(p): n.removeprefix("backbone.") for n, p in module.named_parameters()}
+    mine = optimizer.state_dict()
+    lp_lr = {g.get("name"): g for g in lp_groups}
+    for group in mine["param_groups"]:
+        source = lp_lr.get(group.get("name"), {})
+        for key in ("lr", "initial_lr"):
+            if key in source:
+                group[key] = source[key]
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    if steps:
+        mine["state"] = {
+            index: {"step": steps[0].clone(),
+                    "exp_avg": moments["exp_avg"][own_names[id(param)]].clone(),
+                    "exp_avg_sq": moments["exp_avg_sq"][own_names[id(param)]].clamp_min(0)}
+            for index, param in enumerate(flat)}
+    schedulers = []
+    if scheduler is not None:
+        lp_schedulers = saved.get("lr_schedulers") or []
+        theirs = lp_schedulers[0] if lp_schedulers else {}
+        ours = scheduler.state_dict()
+        if set(theirs) != set(ours):
+            return None
+        schedulers = [theirs]
+    return {"epoch": saved.get("epoch", 0), "global_step": saved.get("global_step", 0),
+            "pytorch-lightning_version": pl.__version__, "state_dict": module.state_dict(),
+            "loops": saved["loops"], "callbacks": {}, "optimizer_states": [mine],
+            "lr_schedulers": schedulers}
+
+
 def import_lightning_pose(lp_dir: str | Path, out_dir: str | Path,
                           checkpoint: str | Path | None = None,
                           data_dir: str | Path | None = None,
@@ -201,6 +275,11 @@ def import_lightning_pose(lp_dir: str | Path, out_dir: str | Path,
         raise MvcoreError(f"{ckpt}: the converted tensors do not fit the network mvcore builds "
                           f"from {config_file}: {problem}")
     module.backbone.load_state_dict(network, strict=True)
+
+    def convert(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return selected.cls.from_lightning_pose(selected.params, tensors, context)[1]
+
+    resumable = _resumable_checkpoint(saved, state, convert, module)
     epoch, step = int(saved.get("epoch", 0)), int(saved.get("global_step", 0))
     writable_dir(out_dir, "OUT_DIR")
     with DirectoryLock(out_dir, "import-lightning-pose"):
@@ -208,6 +287,9 @@ def import_lightning_pose(lp_dir: str | Path, out_dir: str | Path,
         with atomic_path(out_dir / "checkpoints" / "best.ckpt") as partial:
             torch.save({"state_dict": module.state_dict(), "epoch": epoch, "global_step": step,
                         "imported_from": str(ckpt.resolve())}, partial)
+        if resumable is not None:
+            with atomic_path(out_dir / "checkpoints" / "last.ckpt") as partial:
+                torch.save(resumable, partial)
         write_json_atomically(out_dir / "imported_from.json", {
             "lightning_pose_model_dir": str(lp_dir.resolve()),
             "checkpoint": str(ckpt.resolve()),
@@ -218,4 +300,4 @@ def import_lightning_pose(lp_dir: str | Path, out_dir: str | Path,
             "imported": datetime.datetime.now().isoformat(timespec="seconds"),
         })
     return ImportResult(out_dir, ckpt, epoch, step, str(getattr(params, "backbone", "")),
-                        context.num_views, context.num_keypoints)
+                        context.num_views, context.num_keypoints, resumable is not None)

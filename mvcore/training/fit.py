@@ -72,8 +72,9 @@ def resolve_model_dir(config: MvConfig, output_dir: str | None, resume: str | No
         path = Path(resume)
         if not (path / LAST).is_file() and (path / "imported_from.json").is_file():
             raise ConfigError(
-                f"--resume {resume}: imported by `mvcore import-lightning-pose`, it holds the "
-                "network but not Lightning Pose's training state; fine-tune it instead: mvcore "
+                f"--resume {resume}: imported by `mvcore import-lightning-pose` from a "
+                "checkpoint without optimiser state, so there is no run to continue; fine-tune "
+                "it instead: mvcore "
                 f"train {path / 'config.yaml'} --set model.checkpoint={path} --output NEW_DIR")
         if not (path / LAST).is_file():
             raise ConfigError(f"--resume {resume}: no checkpoints/last.ckpt in that directory; "

@@ -117,8 +117,8 @@ def test_imported_model_computes_lightning_pose_heatmaps_and_keypoints(lightning
     assert np.abs(bias).max() < 0.3
 
 
-def test_imported_model_fine_tunes_and_refuses_resume_with_the_command_to_use(
-        lightning_pose_run, imported, capsys):
+def test_imported_model_fine_tunes_and_resumes_lightning_pose_run(lightning_pose_run,
+                                                                   imported):
     tuned = lightning_pose_run / "tuned"
     code = main(["train", str(imported / "config.yaml"), "--output", str(tuned),
                  "--set", f"model.checkpoint={imported}", "--set", "training.max_epochs=1",
@@ -130,7 +130,18 @@ def test_imported_model_fine_tunes_and_refuses_resume_with_the_command_to_use(
     key = "backbone.vit.blocks.0.attn.qkv.weight"
     step = (after[key] - start[key]).abs().max()
     assert 0 < step < 1e-3  # one Adam step at lr 5e-5 from the imported weights
-    capsys.readouterr()
-    code = main(["train", str(imported / "config.yaml"), "--resume", str(imported)])
-    assert code == 2
-    assert "fine-tune it instead: mvcore train" in capsys.readouterr().err
+
+    # --resume continues Lightning Pose's run: its epoch count, and Adam's state (its step
+    # counter goes on from Lightning Pose's instead of starting again at 1)
+    before = torch.load(imported / "checkpoints" / "last.ckpt", weights_only=True)
+    code = main(["train", str(imported / "config.yaml"), "--resume", str(imported),
+                 "--set", "training.max_epochs=2", "--set", "training.num_workers=0",
+                 "--set", "eval.num_labeled_frame_plots=0"])
+    assert code == 0
+    resumed = torch.load(imported / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == before["epoch"] + 1
+    trained_steps = resumed["global_step"] - before["global_step"]
+    assert trained_steps > 0
+    adam_before = before["optimizer_states"][0]["state"][0]["step"]
+    adam_after = resumed["optimizer_states"][0]["state"][0]["step"]
+    assert adam_before > 0 and adam_after == adam_before + trained_steps

@@ -86,3 +86,30 @@ def test_a_model_type_without_a_conversion_is_named(tmp_path, project, capsys):
                     "model.backbone=resnet18", "--set", "model.backbone_pretrained=false")
     assert code == 2
     assert "model.model_type 'heatmap': the 'heatmap' backbone cannot import Lightning Pose" in err
+
+
+def test_without_optimiser_state_the_import_predicts_and_resume_says_fine_tune(
+        tmp_path, project, capsys):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
+                                    intermediate_size=256, image_size=224, patch_size=16)
+    vit = transformers.ViTModel(config, add_pooling_layer=False)
+    state = {f"backbone.vision_encoder.{k}": v for k, v in vit.state_dict().items()}
+    state["view_embeddings"] = torch.zeros(3, 64)
+    state["head.upsampling_layers.1.weight"] = torch.zeros(16, 10, 3, 3)
+    state["head.upsampling_layers.1.bias"] = torch.zeros(10)
+    lp = lp_model_dir(tmp_path / "lp", project)
+    (ckpt,) = lp.glob("tb_logs/*/version_*/checkpoints/*.ckpt")
+    torch.save({"state_dict": state, "epoch": 3, "global_step": 12}, ckpt)
+    out = tmp_path / "out"
+    code = main(["import-lightning-pose", str(lp), str(out), "--set", "model.backbone=vits_dino"])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    assert "(epoch 3, step 12, vits_dino, 3 views, 10 keypoints)" in printed
+    assert "fine-tune it: mvcore train" in printed
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert not (out / "checkpoints" / "last.ckpt").exists()
+    code = main(["train", str(out / "config.yaml"), "--resume", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint without optimiser state" in err
+    assert f"fine-tune it instead: mvcore train {out / 'config.yaml'}" in err

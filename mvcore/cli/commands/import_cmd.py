@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Convert a Lightning Pose multi-view model (its config.yaml and checkpoint: Hugging "
             "Face ViT tensors, keypoint and view names) into an mvcore model directory that "
-            "`mvcore predict` uses and `model.checkpoint` fine-tunes from. Its config reads "
+            "`mvcore predict` uses, `mvcore train OUT_DIR/config.yaml --resume OUT_DIR` "
+            "continues and `model.checkpoint` fine-tunes from. Its config reads "
             "heatmaps on Lightning Pose's grid (model.heatmap_grid: lightning_pose), so the "
             "keypoints are the ones Lightning Pose predicts. Nothing is written unless every "
             "tensor converts and fits."),
@@ -40,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     result = import_lightning_pose(args.lp_model_dir, args.out_dir, checkpoint=args.checkpoint,
                                    data_dir=args.data_dir, overrides=args.overrides)
     where = shlex.quote(str(result.model_dir))
-    print(f"{result.summary()}; next: mvcore predict {where} --videos DIR (or fine-tune: "
-          f"mvcore train {where}/config.yaml --set model.checkpoint={where} --output NEW_DIR)")
+    resume = (f"continue its training: mvcore train {where}/config.yaml --resume {where} "
+              "--set training.max_epochs=N" if result.resumable else
+              f"fine-tune it: mvcore train {where}/config.yaml --set model.checkpoint={where} "
+              "--output NEW_DIR")
+    print(f"{result.summary()}; next: mvcore predict {where} --videos DIR, or {resume}")
     return 0
