@@ -2,14 +2,15 @@
 
 ``python lightning_pose_side.py WORK [BACKBONE]`` (WORK holds ``project/`` written by the
 test, with ``config.yaml`` naming its views and keypoints, ``clips/clip_<view>.mp4`` and
-``input.pt``; BACKBONE: Lightning Pose's ``model.backbone``, ``vits_dino`` (default) or
-``vits_dinov2``):
+``input.pt``; BACKBONE: Lightning Pose's ``model.backbone``, one of ``HUB``; default
+``vits_dino``):
 
 1. stores a random model with the config of the hub model Lightning Pose loads for BACKBONE
    (``HUB``: ``facebook/dino-vits16``, a ``ViTModel`` at 224 px with 197 positions and
-   LayerNorm eps 1e-12; ``facebook/dinov2-small``, a ``Dinov2Model`` at 518 px with 14-pixel
-   patches, 1 + 37 * 37 positions, eps 1e-6 and layer scales) under that repo id in a private
-   Hugging Face cache, so that Lightning Pose's own ``from_pretrained`` loads it offline;
+   LayerNorm eps 1e-12; ``facebook/dinov2-small`` / ``-base``, a ``Dinov2Model`` at 518 px
+   with 14-pixel patches, 1 + 37 * 37 positions, eps 1e-6 and layer scales) under that repo id
+   in a private Hugging Face cache, so that Lightning Pose's own ``from_pretrained`` loads it
+   offline;
 2. trains a Lightning Pose multi-view transformer for one epoch with ``lightning_pose.train``
    (its model directory: ``WORK/lp_model``), then scales its head's last layer so that the
    random network's heatmaps have peaks (the checkpoint stays Lightning Pose's own file);
@@ -24,7 +25,10 @@ import sys
 from pathlib import Path
 
 #: the hub repo Lightning Pose 2.4.3 loads for each backbone (models/backbones/factory.py)
-HUB = {"vits_dino": "facebook/dino-vits16", "vits_dinov2": "facebook/dinov2-small"}
+HUB = {"vits_dino": "facebook/dino-vits16", "vits_dinov2": "facebook/dinov2-small",
+       "vitb_dinov2": "facebook/dinov2-base"}
+#: width and heads of the DINOv2 hub models (both have 12 layers)
+DINOV2_SIZES = {"vits_dinov2": (384, 6), "vitb_dinov2": (768, 12)}
 REVISION = "0" * 40
 HEAD_GAIN = 3000.0
 #: DINOv2's random position embeddings are scaled to unit size (HF initialises them with std
@@ -45,7 +49,8 @@ def hub_model(backbone: str) -> object:
                            intermediate_size=1536, image_size=224, patch_size=16,
                            qkv_bias=True, layer_norm_eps=1e-12, hidden_act="gelu")
         return ViTModel(config, add_pooling_layer=False)
-    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+    width, heads = DINOV2_SIZES[backbone]
+    config = Dinov2Config(hidden_size=width, num_hidden_layers=12, num_attention_heads=heads,
                           mlp_ratio=4, image_size=518, patch_size=14, qkv_bias=True,
                           layer_norm_eps=1e-6, layerscale_value=1.0, hidden_act="gelu",
                           use_swiglu_ffn=False, drop_path_rate=0.0)
