@@ -10,67 +10,24 @@ must compute the same heatmaps and predict the same keypoints on the same frames
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
-import av
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
-from videos import write_video
+from lightning_pose_roundtrip import keypoint_differences, run_lightning_pose
 
 from mvcore.cli.main import main
-from mvcore.example import make_example_project
 from mvcore.predict.model_io import load_model
 
 pytestmark = pytest.mark.slow
 
-#: the interpreter of Lightning Pose's test environment
-LP_PYTHON = Path(os.environ.get(
-    "MVCORE_LP_PYTHON",
-    Path.home() / ".cache" / "mvcore-tests" / "lightning-pose-2.4.3" / "bin" / "python"))
-SIDE = Path(__file__).with_name("lightning_pose_side.py")
-CLIP_FRAMES = 16
-
-
-def _clip(video: Path, out: Path) -> None:
-    with av.open(str(video)) as container:
-        frames = [f.to_ndarray(format="rgb24") for _, f in
-                  zip(range(CLIP_FRAMES), container.decode(video=0), strict=False)]
-    write_video(out, np.stack(frames))
-
-
-def _xy(csv: Path) -> np.ndarray:
-    """``(T, K, 2)`` x, y of a DeepLabCut-format prediction CSV."""
-    table = pd.read_csv(csv, header=[0, 1, 2], index_col=0)
-    coords = table.columns.get_level_values(2)
-    x = table.loc[:, coords == "x"].to_numpy(float)
-    y = table.loc[:, coords == "y"].to_numpy(float)
-    return np.stack([x, y], axis=-1)
-
 
 @pytest.fixture(scope="module")
 def lightning_pose_run(tmp_path_factory) -> Path:
-    if not LP_PYTHON.is_file():
-        pytest.skip(f"Lightning Pose's test environment is not built ({LP_PYTHON}); build it "
-                    "with: bash tests/tools/lightning_pose_env.sh")
-    work = tmp_path_factory.mktemp("lp_roundtrip")
-    config = make_example_project(work / "project", seed=0, num_frames=40)
-    views = yaml.safe_load(config.read_text())["data"]["view_names"]
-    for view in views:
-        _clip(work / "project" / "videos" / f"session0_{view}.mp4",
-              work / "clips" / f"clip_{view}.mp4")
-    generator = torch.Generator().manual_seed(0)
-    torch.save(torch.randn(2, len(views), 3, 256, 256, generator=generator),
-               work / "input.pt")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    done = subprocess.run([str(LP_PYTHON), str(SIDE), str(work)], env=env,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return work
+    """The folder where Lightning Pose trained and predicted (``lightning_pose_roundtrip``)."""
+    return run_lightning_pose(tmp_path_factory.mktemp("lp_roundtrip"))
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +59,10 @@ def test_imported_model_computes_lightning_pose_heatmaps_and_keypoints(lightning
     # the programs: the same keypoints on the same frames
     assert main(["predict", str(out), "--videos", str(work / "clips"),
                  "--out", str(work / "mv_preds")]) == 0
-    views = config["data"]["view_names"]
-    mine = np.stack([_xy(work / "mv_preds" / f"clip_{v}.csv") for v in views])
-    lp = np.stack([_xy(work / "lp_preds" / f"clip_{v}.csv") for v in views])
-    assert mine.shape == lp.shape == (len(views), CLIP_FRAMES, len(config["data"]
-                                                                   ["keypoint_names"]), 2)
+    mine, distance, bias = keypoint_differences(work, work / "mv_preds",
+                                                config["data"]["view_names"])
+    assert mine.shape[2] == len(config["data"]["keypoint_names"])
     assert mine.std(axis=(1, 2)).min() > 5  # keypoints that move, not one constant point
-    distance = np.linalg.norm(mine - lp, axis=-1)
-    bias = (mine - lp).reshape(-1, 2).mean(axis=0)
     print(f"mvcore - Lightning Pose: median {np.median(distance):.3f} px, 95th pct "
           f"{np.percentile(distance, 95):.3f} px, mean offset {bias}")
     assert np.median(distance) < 0.5
