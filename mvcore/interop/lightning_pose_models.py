@@ -188,13 +188,16 @@ def _resumable_checkpoint(saved: dict[str, Any], state: dict[str, torch.Tensor],
     for key in ("exp_avg", "exp_avg_sq"):
         per_name = {k: torch.zeros_like(v) for k, v in state.items()}
         per_name.update({names[i]: s[key] for i, s in lp_state.items() if key in s})
-        moments[key] = convert(per_name)
+        try:
+            moments[key] = convert(per_name)
+        except ValueError:  # not Adam's per-parameter moments after all: no resumable state
+            return None
     steps = [s["step"] for s in lp_state.values() if "step" in s]
     own_names = {id(p): n.removeprefix("backbone.") for n, p in module.named_parameters()}
     mine = optimizer.state_dict()
-    lp_lr = {g.get("name"): g for g in lp_groups}
+    lp_group_of = {g.get("name"): g for g in lp_groups}
     for group in mine["param_groups"]:
-        source = lp_lr.get(group.get("name"), {})
+        source = lp_group_of.get(group.get("name"), {})
         for key in ("lr", "initial_lr"):
             if key in source:
                 group[key] = source[key]
