@@ -221,20 +221,27 @@ def bench(work: Workload, inputs: dict[str, torch.Tensor], setting: str, rounds:
         print(f"  [{setting}] {name}: compiled - eager max abs diff: {diffs}")
         fns = {"eager": lambda p=points: work.run(work.fn, p),
                "compiled": lambda p=points: work.run(compiled, p)}
-        for fn in fns.values():
-            for _ in range(3):
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for r in range(rounds):
-            order = list(fns) if r % 2 == 0 else list(fns)[::-1]
-            for key in order:
-                times[key].extend(timed(fns[key]) for _ in range(calls))
+        times = alternate(fns, rounds, calls)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         low = {k: min(v) * 1e3 for k, v in times.items()}
         print(f"  [{setting}] {name}: eager {med['eager']:.3f} ms ({low['eager']:.3f}), "
               f"compiled {med['compiled']:.3f} ms ({low['compiled']:.3f}); speed-up "
               f"{med['eager'] / med['compiled']:.2f}x ({low['eager'] / low['compiled']:.2f}x); "
               f"{rounds} x {calls} calls each, alternating", flush=True)
+
+
+def alternate(fns: dict[str, Any], rounds: int, calls: int) -> dict[str, list[float]]:
+    """Seconds of ``calls`` calls of each function per round, after 3 warm-up calls each; the
+    order alternates between rounds so that drifting load favours none."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(rounds):
+        order = list(fns) if r % 2 == 0 else list(fns)[::-1]
+        for key in order:
+            times[key].extend(timed(fns[key]) for _ in range(calls))
+    return times
 
 
 def bench_bound(inputs: dict[str, torch.Tensor], rounds: int, calls: int) -> None:
@@ -259,14 +266,7 @@ def bench_bound(inputs: dict[str, torch.Tensor], rounds: int, calls: int) -> Non
         fns = {"triangulate": lambda p=points: triangulate(p, intr, ext, dist),
                "branch-free eager": lambda p=points: branch_free_triangulate(p, intr, ext, dist),
                "branch-free compiled": lambda p=points: compiled(p, intr, ext, dist)}
-        for fn in fns.values():
-            for _ in range(3):
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for r in range(rounds):
-            order = list(fns) if r % 2 == 0 else list(fns)[::-1]
-            for key in order:
-                times[key].extend(timed(fns[key]) for _ in range(calls))
+        times = alternate(fns, rounds, calls)
         print(f"  [branch-free, fullgraph] {name}: " + ", ".join(
             f"{k} {statistics.median(v) * 1e3:.3f} ms ({min(v) * 1e3:.3f})"
             for k, v in times.items()), flush=True)

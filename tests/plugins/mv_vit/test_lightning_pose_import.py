@@ -104,21 +104,6 @@ def test_a_lightning_pose_network_loads_strictly_with_the_architecture_it_implie
     assert torch.equal(model.head.layers[1].bias, state["head.layers.1.bias"])
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda s: s.update(extra=torch.zeros(1)), r"unexpected tensors \['extra'\]"),
-    (lambda s: s.pop("view_embeddings"), "no view_embeddings"),
-    (lambda s: s.update(view_embeddings=torch.zeros(3, DIM)), r"view_embeddings is \(3, 64\)"),
-    (lambda s: s.update({"head.upsampling_layers.1.weight": torch.zeros(DIM // 4, 5, 3, 3)}),
-     "the head predicts 5 keypoints per view, the config names 3"),
-])
-def test_a_checkpoint_that_does_not_fit_is_one_line_naming_what(change, message):
-    state = lightning_pose_state(2, 3)
-    change(state)
-    with pytest.raises(ValueError, match=message):
-        convert_lightning_pose(MultiviewTransformerParams(backbone="vits_dino"), state,
-                               context())
-
-
 def test_backbones_without_a_conversion_are_named():
     with pytest.raises(ValueError, match="'vits_dinov3'.*not supported yet.*vits_dinov2"):
         convert_lightning_pose(MultiviewTransformerParams(backbone="vits_dinov3"),
@@ -231,18 +216,31 @@ def test_a_lightning_pose_dinov2_network_computes_lightning_pose_features():
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda s: s.update({"backbone.vision_encoder.embeddings.register_tokens":
-                         torch.zeros(1, 4, DIM2)}), "register_tokens: a DINOv2 with registers"),
-    (lambda s: s.update({"backbone.vision_encoder.embeddings.patch_embeddings.projection.weight":
+ENCODER = "backbone.vision_encoder."
+
+
+@pytest.mark.parametrize(("backbone", "change", "message"), [
+    ("vits_dino", lambda s: s.update(extra=torch.zeros(1)), r"unexpected tensors \['extra'\]"),
+    ("vits_dino", lambda s: s.pop("view_embeddings"), "no view_embeddings"),
+    ("vits_dino", lambda s: s.update(view_embeddings=torch.zeros(3, DIM)),
+     r"view_embeddings is \(3, 64\)"),
+    ("vits_dino",
+     lambda s: s.update({"head.upsampling_layers.1.weight": torch.zeros(DIM // 4, 5, 3, 3)}),
+     "the head predicts 5 keypoints per view, the config names 3"),
+    ("vits_dinov2",
+     lambda s: s.update({ENCODER + "embeddings.register_tokens": torch.zeros(1, 4, DIM2)}),
+     "register_tokens: a DINOv2 with registers"),
+    ("vits_dinov2",
+     lambda s: s.update({ENCODER + "embeddings.patch_embeddings.projection.weight":
                          torch.zeros(DIM2, 3, 14, 14)}),
      "has 14x14 patches, expected 16x16 .*saved by Lightning Pose"),
-    (lambda s: s.update({"backbone.vision_encoder.encoder.layer.0.mlp.weights_in.weight":
-                         torch.zeros(1)}), "not of a Hugging Face Dinov2Model"),
+    ("vits_dinov2",
+     lambda s: s.update({ENCODER + "encoder.layer.0.mlp.weights_in.weight": torch.zeros(1)}),
+     "not of a Hugging Face Dinov2Model"),
 ])
-def test_a_dinov2_checkpoint_that_does_not_fit_is_one_line_naming_what(change, message):
-    state = lightning_pose_dinov2_state(2, 3)
+def test_a_checkpoint_that_does_not_fit_is_one_line_naming_what(backbone, change, message):
+    build = {"vits_dino": lightning_pose_state, "vits_dinov2": lightning_pose_dinov2_state}
+    state = build[backbone](2, 3)
     change(state)
     with pytest.raises(ValueError, match=message):
-        convert_lightning_pose(MultiviewTransformerParams(backbone="vits_dinov2"), state,
-                               context())
+        convert_lightning_pose(MultiviewTransformerParams(backbone=backbone), state, context())
