@@ -7,7 +7,8 @@ backbone plugin of ``model.model_type`` (``Backbone.from_lightning_pose``); the 
 the run as training would (project, losses), loads the converted tensors (every one must fit)
 and writes ``config.yaml``, ``context.json``, ``plugins.json``, ``checkpoints/best.ckpt``,
 ``checkpoints/last.ckpt`` (the run's optimiser, scheduler and loop state, converted, for
-``--resume``; when the checkpoint has them) and ``imported_from.json`` (the source). The
+``--resume``; when the checkpoint has them), ``imported_from.json`` (the source), and the
+labelled frames' predictions and metrics as training's report writes them. The
 config gets ``model.heatmap_grid: lightning_pose``: Lightning Pose's networks put heatmap
 pixel ``j`` at model pixel ``j * s`` (mvcore: ``j * s + (s - 1) / 2``), and reading them with
 mvcore's grid would shift every keypoint by 1.5 model pixels at ``downsample_factor`` 2.
@@ -35,6 +36,7 @@ from mvcore.data.project import MultiviewProject
 from mvcore.errors import ConfigError, DataError, MvcoreError
 from mvcore.files import DirectoryLock, atomic_path, writable_dir, write_json_atomically
 from mvcore.plugin.components import load_components
+from mvcore.predict.report import write_report
 from mvcore.training.fit import prepare_training, save_run_info
 from mvcore.training.weights import describe_mismatch, unreadable_reason
 
@@ -50,17 +52,22 @@ class ImportResult:
     """What was imported: the output directory and a one-line description."""
 
     def __init__(self, model_dir: Path, checkpoint: Path, epoch: int, step: int,
-                 backbone: str, views: int, keypoints: int, resumable: bool) -> None:
+                 backbone: str, views: int, keypoints: int, resumable: bool,
+                 metrics: dict[str, float]) -> None:
         self.model_dir = model_dir
         self.resumable = resumable
+        self.metrics = metrics
         self.checkpoint = checkpoint
         self.epoch, self.step = epoch, step
         self.backbone, self.views, self.keypoints = backbone, views, keypoints
 
     def summary(self) -> str:
+        error = next((f"; {split} pixel error median {self.metrics[key]:.2f} px"
+                      for split in ("test", "validation", "train")
+                      if (key := f"{split}_pixel_error_median") in self.metrics), "")
         return (f"imported: {self.checkpoint} (epoch {self.epoch}, step {self.step}, "
                 f"{self.backbone}, {self.views} views, {self.keypoints} keypoints) -> "
-                f"{self.model_dir}")
+                f"{self.model_dir}{error}")
 
 
 def _version_number(path: Path) -> int:
@@ -270,7 +277,7 @@ def import_lightning_pose(lp_dir: str | Path, out_dir: str | Path,
                                   data.resolve())
     config = parse_config(converted, source=f"{config_file} (converted)")
     config.config_dir = str(out_dir.resolve())
-    module, _ = prepare_training(config, components, project)
+    module, data_module = prepare_training(config, components, project)
     own = {k.removeprefix("backbone."): v for k, v in module.state_dict().items()
            if k.startswith("backbone.")}
     problem = describe_mismatch(own, network)
@@ -302,5 +309,10 @@ def import_lightning_pose(lp_dir: str | Path, out_dir: str | Path,
             "lightning_version": saved.get("pytorch-lightning_version"),
             "imported": datetime.datetime.now().isoformat(timespec="seconds"),
         })
+        # the labelled frames predicted, as after training: `mvcore evaluate` and `mvcore
+        # report` then show how well the imported model does on this project
+        module.eval()
+        metrics = write_report(module, data_module, project, out_dir, {})
     return ImportResult(out_dir, ckpt, epoch, step, str(getattr(params, "backbone", "")),
-                        context.num_views, context.num_keypoints, resumable is not None)
+                        context.num_views, context.num_keypoints, resumable is not None,
+                        metrics)

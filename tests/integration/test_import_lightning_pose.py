@@ -40,9 +40,12 @@ def imported(lightning_pose_run) -> Path:
 def test_imported_model_computes_lightning_pose_heatmaps_and_keypoints(lightning_pose_run,
                                                                       imported):
     work, out = lightning_pose_run, imported
-    assert sorted(p.name for p in out.iterdir() if p.name != ".mvcore.lock") == [
-        "checkpoints", "config.yaml", "context.json", "imported_from.json", "plugins.json"]
     config = yaml.safe_load((out / "config.yaml").read_text())
+    views = config["data"]["view_names"]
+    assert {"config.yaml", "context.json", "imported_from.json", "plugins.json", "metrics.csv",
+            *(f"predictions_{v}.csv" for v in views)} <= {p.name for p in out.iterdir()}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert main(["evaluate", str(out)]) == 0  # the labelled frames were predicted at import
     assert config["model"]["heatmap_grid"] == "lightning_pose"
     assert config["model"]["backbone_params"]["layer_norm_eps"] == 1e-12
 
