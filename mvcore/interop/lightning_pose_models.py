@@ -24,6 +24,7 @@ import copy
 import datetime
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +45,26 @@ __all__ = ["ImportResult", "find_lightning_pose_checkpoint", "import_lightning_p
 
 #: Lightning Pose's checkpoints, relative to its model directory
 _CHECKPOINT_GLOB = "tb_logs/*/version_*/checkpoints/*.ckpt"
-#: tensors of Lightning Pose's loss modules in its state dict (not network weights)
-_LOSS_PREFIXES = ("loss_factory", "loss_factory_unsup", "loss_factory_unsupervised")
+#: tensors of Lightning Pose's loss modules in its state dict (``loss_factory``,
+#: ``loss_factory_unsupervised``...), not network weights
+_LOSS_PREFIXES = ("loss_factory",)
 
 
+@dataclass
 class ImportResult:
-    """What was imported: the output directory and a one-line description."""
+    """What was imported (``summary`` says it in one line)."""
 
-    def __init__(self, model_dir: Path, checkpoint: Path, epoch: int, step: int,
-                 backbone: str, views: int, keypoints: int, resumable: bool,
-                 metrics: dict[str, float]) -> None:
-        self.model_dir = model_dir
-        self.resumable = resumable
-        self.metrics = metrics
-        self.checkpoint = checkpoint
-        self.epoch, self.step = epoch, step
-        self.backbone, self.views, self.keypoints = backbone, views, keypoints
+    model_dir: Path
+    checkpoint: Path
+    epoch: int
+    step: int
+    backbone: str
+    views: int
+    keypoints: int
+    #: ``checkpoints/last.ckpt`` was written: ``--resume`` continues the run
+    resumable: bool
+    #: the labelled frames' metrics (``metrics.csv``)
+    metrics: dict[str, float]
 
     def summary(self) -> str:
         error = next((f"; {split} pixel error median {self.metrics[key]:.2f} px"
