@@ -80,12 +80,14 @@ def test_a_moved_project_asks_for_data_dir(tmp_path, project, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_model_type_without_a_conversion_is_named(tmp_path, project, capsys):
+def test_a_per_view_cnn_with_another_models_checkpoint_is_named(tmp_path, project, capsys):
     lp = lp_model_dir(tmp_path / "lp", project, model_type="heatmap")
     code, err = run(capsys, str(lp), str(tmp_path / "out"), "--set",
                     "model.backbone=resnet18", "--set", "model.backbone_pretrained=false")
-    assert code == 2
-    assert "model.model_type 'heatmap': the 'heatmap' backbone cannot import Lightning Pose" in err
+    assert code == 2 and len(err.splitlines()) == 1
+    assert ("not a Lightning Pose per-view ResNet checkpoint: unexpected tensors "
+            "['view_embeddings']") in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_without_optimiser_state_the_import_predicts_and_resume_says_fine_tune(

@@ -205,6 +205,17 @@ class PerViewCNN(Backbone):
         return params.model_copy(update={"backbone_pretrained": False,
                                          "backbone_checkpoint": None})
 
+    @classmethod
+    def from_lightning_pose(
+        cls, params: PerViewCNNParams, state: dict[str, torch.Tensor], context: Context,
+    ) -> tuple[PerViewCNNParams, dict[str, torch.Tensor]]:
+        """A Lightning Pose per-view CNN's tensors under this class's names
+        (``mv_cnn.lightning_pose``)."""
+        # lazy: the conversion module is needed only by `mvcore import-lightning-pose`
+        from mv_cnn.lightning_pose import convert_lightning_pose
+
+        return convert_lightning_pose(params, state, context)
+
     def __init__(self, params: PerViewCNNParams, context: Context) -> None:
         super().__init__(params, context)
         self.variant = _check_params(params, context)
