@@ -2,20 +2,25 @@
 
 ``python lightning_pose_side.py WORK [BACKBONE]`` (WORK holds ``project/`` written by the
 test, with ``config.yaml`` naming its views and keypoints, ``clips/clip_<view>.mp4`` and
-``input.pt``; BACKBONE: Lightning Pose's ``model.backbone``, one of ``HUB``; default
+``input.pt``; BACKBONE: Lightning Pose's ``model.backbone``, one of ``HUB`` (a multi-view
+transformer) or ``CNN`` (the per-view CNN, ``model_type: heatmap``, built from random
+torchvision weights: ``model.backbone_pretrained: false``, nothing downloaded); default
 ``vits_dino``):
 
-1. stores a random model with the config of the hub model Lightning Pose loads for BACKBONE
-   (``HUB``: ``facebook/dino-vits16``, a ``ViTModel`` at 224 px with 197 positions and
-   LayerNorm eps 1e-12; ``facebook/dinov2-small`` / ``-base``, a ``Dinov2Model`` at 518 px
-   with 14-pixel patches, 1 + 37 * 37 positions, eps 1e-6 and layer scales) under that repo id
-   in a private Hugging Face cache, so that Lightning Pose's own ``from_pretrained`` loads it
-   offline;
-2. trains a Lightning Pose multi-view transformer for one epoch with ``lightning_pose.train``
+1. for a transformer, stores a random model with the config of the hub model Lightning Pose
+   loads for BACKBONE (``HUB``: ``facebook/dino-vits16``, a ``ViTModel`` at 224 px with 197
+   positions and LayerNorm eps 1e-12; ``facebook/dinov2-small`` / ``-base``, a
+   ``Dinov2Model`` at 518 px with 14-pixel patches, 1 + 37 * 37 positions, eps 1e-6 and layer
+   scales) under that repo id in a private Hugging Face cache, so that Lightning Pose's own
+   ``from_pretrained`` loads it offline;
+2. trains the Lightning Pose model for one epoch with ``lightning_pose.train``
    (its model directory: ``WORK/lp_model``), then scales its head's last layer so that the
    random network's heatmaps have peaks (the checkpoint stays Lightning Pose's own file);
 3. writes the network's heatmaps on ``input.pt`` (``WORK/lp_heatmaps.pt``) and predicts the
-   videos with ``Model.predict_on_video_file_multiview`` (``WORK/lp_preds``).
+   videos with ``Model.predict_on_video_file_multiview`` (``WORK/lp_preds``);
+4. writes the network's heatmaps on the clips' frames as that prediction feeds them (OpenCV
+   decoding, Lightning Pose's ``normalize_frames``): ``WORK/lp_clip_heatmaps.pt``
+   ``(T, V*K, h, w)``, so a test can tell the network from the keypoint read-out.
 """
 
 from __future__ import annotations
@@ -27,10 +32,15 @@ from pathlib import Path
 #: the hub repo Lightning Pose 2.4.3 loads for each backbone (models/backbones/factory.py)
 HUB = {"vits_dino": "facebook/dino-vits16", "vits_dinov2": "facebook/dinov2-small",
        "vitb_dinov2": "facebook/dinov2-base"}
+#: Lightning Pose's per-view CNNs the round trip runs (``model_type: heatmap``)
+CNN = ("resnet18", "resnet34", "resnet50")
 #: width and heads of the DINOv2 hub models (both have 12 layers)
 DINOV2_SIZES = {"vits_dinov2": (384, 6), "vitb_dinov2": (768, 12)}
 REVISION = "0" * 40
 HEAD_GAIN = 3000.0
+#: the CNN's head has two transposed convolutions, both initialised small (Xavier gain 0.01), so
+#: its last one needs 20x more for peaked heatmaps (median peak about 0.3 on ``input.pt``)
+CNN_HEAD_GAIN = 60000.0
 #: DINOv2's random position embeddings are scaled to unit size (HF initialises them with std
 #: 0.02) and its layer scales drawn from U(0.5, 1.5) (HF starts them all at layerscale_value
 #: 1.0; the hub's are trained), so that wrongly resized positions or lost layer scales show
@@ -99,7 +109,8 @@ def lp_config(project: Path, backbone: str) -> object:
                      "patch_mask": {"init_epoch": 40, "final_epoch": 300, "init_ratio": 0.0,
                                     "final_ratio": 0.0}},
         "model": {"losses_to_use": [], "backbone": backbone,
-                  "model_type": "heatmap_multiview_transformer", "heatmap_loss_type": "mse",
+                  "model_type": "heatmap" if backbone in CNN else "heatmap_multiview_transformer",
+                  "backbone_pretrained": backbone not in CNN, "heatmap_loss_type": "mse",
                   "model_name": "roundtrip", "checkpoint": None},
         "dali": {"base": {"train": {"sequence_length": 8}, "predict": {"sequence_length": 8}},
                  "context": {"train": {"batch_size": 4}, "predict": {"sequence_length": 8}}},
@@ -114,30 +125,36 @@ def lp_config(project: Path, backbone: str) -> object:
     return cfg
 
 
-def sharpen(model_dir: Path) -> Path:
+def sharpen(model_dir: Path, gain: float = HEAD_GAIN) -> Path:
     import torch
 
     (ckpt,) = sorted(model_dir.glob("tb_logs/*/version_*/checkpoints/*.ckpt"))
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    # the last transposed convolution: 1 for the transformer's head, 2 for the CNN's (4 - 2)
+    last = max(int(k.split(".")[2]) for k in saved["state_dict"]
+               if k.startswith("head.upsampling_layers."))
     for part in ("weight", "bias"):
-        saved["state_dict"][f"head.upsampling_layers.1.{part}"] *= HEAD_GAIN
+        saved["state_dict"][f"head.upsampling_layers.{last}.{part}"] *= gain
     torch.save(saved, ckpt)
     return ckpt
 
 
 def main(work: Path, backbone: str = "vits_dino") -> None:
-    if backbone not in HUB:
-        raise SystemExit(f"backbone {backbone!r}: this script knows {', '.join(HUB)}")
+    if backbone not in HUB and backbone not in CNN:
+        raise SystemExit(f"backbone {backbone!r}: this script knows {', '.join((*HUB, *CNN))}")
     cache = work / "hf-cache"
-    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    store_hub_model(cache, backbone)
+    # an empty torch hub folder: torchvision finds no weights there and the CNN asks for none
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                      TORCH_HOME=str(work / "torch-home"))
+    if backbone in HUB:
+        store_hub_model(cache, backbone)
     import torch
     from lightning_pose.api.model import Model
     from lightning_pose.train import train
 
     project, model_dir = work / "project", work / "lp_model"
     train(lp_config(project, backbone), model_dir=model_dir, skip_evaluation=True)
-    sharpen(model_dir)
+    sharpen(model_dir, CNN_HEAD_GAIN if backbone in CNN else HEAD_GAIN)
     model = Model.from_dir(model_dir)
     model._load()  # Lightning Pose loads the checkpoint lazily, on the first prediction
     network = model.model.eval()
@@ -148,6 +165,28 @@ def main(work: Path, backbone: str = "vits_dino") -> None:
     videos = [str(work / "clips" / f"clip_{v}.mp4") for v in views]
     model.predict_on_video_file_multiview(videos, output_dir=work / "lp_preds",
                                           compute_metrics=False, reader="opencv")
+    size = [model.cfg.data.image_resize_dims.height, model.cfg.data.image_resize_dims.width]
+    torch.save(clip_heatmaps(network.eval(), videos, size), work / "lp_clip_heatmaps.pt")
+
+
+def clip_heatmaps(network: object, clips: list[str], size: list[int]) -> object:
+    """``(T, V*K, h, w)`` heatmaps of ``network`` on every frame of the view ``clips``, decoded
+    and normalised as ``predict_on_video_file_multiview(reader="opencv")`` does."""
+    import cv2
+    import numpy as np
+    import torch
+    from lightning_pose.data.video.utils import normalize_frames
+
+    views = []
+    for clip in clips:
+        capture, frames = cv2.VideoCapture(clip), []
+        while (read := capture.read())[0]:
+            frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+        capture.release()
+        uint8 = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W)
+        views.append(normalize_frames(uint8, size))
+    with torch.no_grad():
+        return network(torch.stack(views, dim=1))  # (T, V, 3, h, w) -> (T, V*K, h, w)
 
 
 if __name__ == "__main__":
