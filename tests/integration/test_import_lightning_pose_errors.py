@@ -90,6 +90,24 @@ def test_a_per_view_cnn_with_another_models_checkpoint_is_named(tmp_path, projec
     assert not (tmp_path / "out").exists()
 
 
+def test_a_backbone_without_the_hook_is_named_with_its_plugin(tmp_path, project, capsys,
+                                                              monkeypatch):
+    # a third-party backbone that does not implement from_lightning_pose gets the base class's
+    from mv_cnn.model import PerViewCNN
+
+    from mvcore import Backbone
+
+    monkeypatch.setattr(PerViewCNN, "from_lightning_pose",
+                        classmethod(Backbone.from_lightning_pose.__func__))
+    lp = lp_model_dir(tmp_path / "lp", project, model_type="heatmap")
+    code, err = run(capsys, str(lp), str(tmp_path / "out"), "--set",
+                    "model.backbone=resnet18", "--set", "model.backbone_pretrained=false")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert ("model.model_type 'heatmap': the 'heatmap' backbone cannot import Lightning Pose "
+            "checkpoints (installed from") in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_optimiser_state_the_import_predicts_and_resume_says_fine_tune(
         tmp_path, project, capsys):
     transformers = pytest.importorskip("transformers")
