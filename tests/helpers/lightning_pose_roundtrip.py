@@ -21,7 +21,9 @@ import torch
 import yaml
 from videos import write_video
 
+from mvcore.cli.main import main
 from mvcore.example import make_example_project
+from mvcore.predict.model_io import load_model
 
 #: the interpreter of Lightning Pose's test environment
 LP_PYTHON = Path(os.environ.get(
@@ -82,3 +84,29 @@ def keypoint_differences(work: Path, predictions: Path, views: list[str]
     assert mine.shape == lp.shape and mine.shape[:2] == (len(views), CLIP_FRAMES)
     distance = np.linalg.norm(mine - lp, axis=-1)
     return mine, distance, (mine - lp).reshape(-1, 2).mean(axis=0)
+
+
+def assert_same_heatmaps(work: Path, model_dir: Path) -> torch.nn.Module:
+    """The imported network of ``model_dir`` computes Lightning Pose's heatmaps on
+    ``input.pt`` (peaked maps, rtol 1e-3); returns the loaded module for further checks."""
+    module, _ = load_model(model_dir, device="cpu")
+    images = torch.load(work / "input.pt")
+    with torch.no_grad():
+        ours = module(images)  # (B, V, K, h, w)
+    theirs = torch.load(work / "lp_heatmaps.pt").reshape(ours.shape)
+    assert ours.amax(dim=(-2, -1)).median() > 0.05  # peaked maps, not near-uniform ones
+    print(f"heatmaps: largest difference {(ours - theirs).abs().max():.3g} "
+          f"(largest value {theirs.max():.3g})")
+    torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=2e-6)
+    return module
+
+
+def predict_clips(work: Path, model_dir: Path, views: list[str]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mvcore predict`` of the clips into ``work/mv_preds``, then ``keypoint_differences``;
+    the keypoints must move (not one constant point)."""
+    assert main(["predict", str(model_dir), "--videos", str(work / "clips"),
+                 "--out", str(work / "mv_preds")]) == 0
+    mine, distance, bias = keypoint_differences(work, work / "mv_preds", views)
+    assert mine.std(axis=(1, 2)).min() > 5
+    return mine, distance, bias
