@@ -47,8 +47,32 @@ def test_reader_reports_a_view_that_ends_early(tmp_path):
     infos = [probe_video(tmp_path / f"s_{v}.mp4") for v in "ab"]
     infos[1].num_frames = 6  # pretend the header lied
     session = VideoSession("s", ["a", "b"], infos, num_frames=6)
+    sizes = []
     with pytest.raises(DataError, match="s_b.mp4 ended after 4 frames"):
-        list(SessionReader(session, batch_size=3))
+        for frames in SessionReader(session, batch_size=3):
+            sizes.append(len(frames))
+    assert sizes == [3, 1]  # the 4 frames both views have, then the error
+
+
+def test_reader_reports_what_frame_by_frame_reading_would_meet_first(tmp_path):
+    # each view is decoded by its own thread, a batch at a time; the error raised is the one
+    # reading the views frame by frame, in order, meets first
+    infos = [probe_video(write_video(tmp_path / f"s_{v}.mp4", grey_frames(2))) for v in "abc"]
+    reader = SessionReader(VideoSession("s", list("abc"), infos, num_frames=2), 4)
+
+    def first(reads):
+        failure = reader._first_failure(reads, 2, 10)  # frame 2 of the batch = frame 10
+        return None if failure is None else (failure.path.name, failure.frame, str(failure))
+
+    ended, broken = (2, ("ended", "")), (2, ("decode", "Invalid data"))
+    assert first([ended, ended, ended]) is None  # every view ended there: the end
+    name, frame, message = first([ended, broken, (4, None)])
+    assert (name, frame) == ("s_b.mp4", 10) and "cannot decode frame 10 (Invalid data)" in message
+    name, _, message = first([(3, ("ended", "")), ended, (2, ("size", "(16, 16)"))])
+    assert name == "s_b.mp4" and "ended after 10 frames while other views go on" in message
+    name, _, message = first([(4, None), (2, ("size", "(16, 16)")), (3, ended[1])])
+    assert name == "s_b.mp4" and "frame 10 is (16, 16) (h, w), the video started at (32, 32)" \
+        in message
 
 
 def test_model_input_matches_the_training_image_loader(tmp_path):
