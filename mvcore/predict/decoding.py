@@ -3,11 +3,11 @@
 Streaming: the views of a session are decoded with PyAV in lockstep, a batch at a time, each
 view by a thread of its own (FFmpeg's decoding and its single-threaded conversion to RGB release
 the GIL: 1.3x faster on 2 cores, bench/RESULTS.md), and only one batch of frames is held in
-memory (peak memory does not grow with the video length). A
-frame is the whole image (bbox ``[0, 0, h, w]``); it is resized to the model input with the
-training resize (bilinear, antialiased, pixel edges on pixel edges; done on uint8 frames,
-which differs from the float path of ``mvcore.data.dataset.load_image`` by < 1 grey level and
-is ~30x faster at 1280x1024), then ImageNet-normalised.
+memory (peak memory does not grow with the video length). A frame is the whole image (bbox
+``[0, 0, h, w]``); it is resized to the model input with the training resize (bilinear,
+antialiased, pixel edges on pixel edges; done on uint8 frames, which differs from the float
+path of ``mvcore.data.dataset.load_image`` by < 1 grey level and is ~30x faster at
+1280x1024), then ImageNet-normalised.
 
 A video that fails part-way (a frame FFmpeg cannot decode, a view that ends early, a frame
 of another size) raises ``VideoReadError`` naming the file and the frame, after the frames
