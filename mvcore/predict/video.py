@@ -157,7 +157,8 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
     behind = None
     failure = None
     # the views' labelled frames are drawn and encoded side by side (the RGB -> YUV conversion
-    # and the encoder release the GIL): 1.2x on 2 cores for 4 views of 1280x1024
+    # and the encoder release the GIL): 1.3x for 4 views of 1280x1024 on 2 cores, same bytes
+    # (bench/RESULTS.md, "Video decoding: a thread per view")
     writers = ThreadPoolExecutor(len(video_writers), thread_name_prefix="mvcore-encode") \
         if video_writers else None
     with tqdm(total=session.num_frames, desc=f"predicting {session.name}", unit="frame",
