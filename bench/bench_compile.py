@@ -41,10 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_triangulation import lp_problem  # noqa: E402
-from mv_losses.projection import PairwiseProjectionsLoss  # noqa: E402
+from bench_triangulation import lp_problem, pairwise_loss  # noqa: E402
 
-from mvcore import Context  # noqa: E402
 from mvcore.geometry import camera_pairs, triangulate, triangulate_pairs  # noqa: E402
 from mvcore.geometry.projection import _normalized_components  # noqa: E402
 from mvcore.geometry.triangulation import (  # noqa: E402
@@ -152,10 +150,7 @@ def workloads() -> tuple[list[Workload], dict[str, torch.Tensor]]:
     """The two workloads and their inputs (``points`` (B, V, K, 2) float32 and cameras)."""
     pix, intr, ext, dist, pose = lp_problem()
     b, v, k, _ = pix.shape
-    ctx = Context(view_names=tuple(f"cam{i}" for i in range(v)),
-                  keypoint_names=tuple(f"kp{i}" for i in range(k)), image_height=256,
-                  image_width=256, downsample_factor=2, has_calibration=True)
-    loss_fn = PairwiseProjectionsLoss(PairwiseProjectionsLoss.Params(), ctx)
+    loss_fn = pairwise_loss(v, k)
 
     def tri(points: torch.Tensor) -> torch.Tensor:
         return triangulate(points, intr, ext, dist)

@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,18 +111,24 @@ def lp_problem(b: int = 64, v: int = 4, k: int = 17) -> tuple:
     return tuple(t.float() for t in (pix, intr, ext, dist, pose))
 
 
-def bench_vs_reference(runs: int) -> None:
-    """The closed-form solve against the eigh solver it replaced, alternating, same inputs."""
+def pairwise_loss(num_views: int, num_keypoints: int) -> Any:
+    """mv-losses' pairwise 3D loss (default parameters) for ``lp_problem``'s rig: a calibrated
+    256x256 model input of ``num_views`` views and ``num_keypoints`` keypoints."""
     from mv_losses.projection import PairwiseProjectionsLoss
 
     from mvcore import Context
 
+    ctx = Context(view_names=tuple(f"cam{i}" for i in range(num_views)),
+                  keypoint_names=tuple(f"kp{i}" for i in range(num_keypoints)),
+                  image_height=256, image_width=256, downsample_factor=2, has_calibration=True)
+    return PairwiseProjectionsLoss(PairwiseProjectionsLoss.Params(), ctx)
+
+
+def bench_vs_reference(runs: int) -> None:
+    """The closed-form solve against the eigh solver it replaced, alternating, same inputs."""
     pix, intr, ext, dist, pose = lp_problem()
     b, v, k, _ = pix.shape
-    ctx = Context(view_names=tuple(f"cam{i}" for i in range(v)),
-                  keypoint_names=tuple(f"kp{i}" for i in range(k)), image_height=256,
-                  image_width=256, downsample_factor=2, has_calibration=True)
-    loss_fn = PairwiseProjectionsLoss(PairwiseProjectionsLoss.Params(), ctx)
+    loss_fn = pairwise_loss(v, k)
 
     def pairwise(solve: Callable[..., torch.Tensor]) -> Callable[[], tuple]:
         def step() -> tuple:
