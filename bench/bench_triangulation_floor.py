@@ -35,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_vs_lightning_pose as side_by_side  # noqa: E402
 
 from mvcore.geometry import camera_centers, triangulate  # noqa: E402
-from mvcore.geometry.triangulation import DEFAULT_MIN_RAY_ANGLE  # noqa: E402
+from mvcore.geometry.triangulation import (  # noqa: E402
+    DEFAULT_MIN_RAY_ANGLE,
+    _camera_frame,  # the conditioning frame triangulate uses, so the C code uses the same
+)
 
 SOURCE = Path(__file__).resolve().parent / "floor" / "triangulate_floor.c"
 MAXV = 16
@@ -68,8 +71,8 @@ def cameras(intr: torch.Tensor, extr: torch.Tensor, dist: torch.Tensor
     """The C camera array in mvcore's conditioning frame (centroid, RMS spread of the
     camera centres), and that frame."""
     centers = camera_centers(extr).double()
-    origin = centers.mean(0)
-    spread = float((centers - origin).square().sum(-1).mean().sqrt())
+    origin, spread_t = _camera_frame(centers)
+    spread = float(spread_t)
     arr = (Camera * intr.shape[0])()
     for v in range(intr.shape[0]):
         rot, t = extr[v, :, :3].double(), extr[v, :, 3].double()

@@ -179,7 +179,7 @@ def predict_session(module: Any, session: VideoSession, batch_size: int = 16,
                 if writers is not None and video_writers:
                     shown = (conf >= video_threshold).numpy()
                     points = kp.numpy()
-                    list(writers.map(lambda w, f, p, s: w.write(f, p, s), video_writers,
+                    list(writers.map(LabeledVideoWriter.write, video_writers,
                                      per_view, points.swapaxes(0, 1), shown.swapaxes(0, 1)))
                 bar.update(len(kp))
         except VideoReadError as exc:
